@@ -6,7 +6,7 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$top"
 
 apt_packages=(python3 python3-venv python3-dev gcc clang llvm libbpf-dev bpftool iproute2 iputils-ping
-              keepalived curl ethtool procps kmod)
+              keepalived nftables curl ethtool procps kmod)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,7 +36,7 @@ fi
 stamp="$venv/.dsrlb-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ -n "${DSRLB_REINSTALL:-}" ]; then
     "$venv/bin/pip" install -q --upgrade pip >/dev/null
-    "$venv/bin/pip" install -q -e ".[dev]"
+    "$venv/bin/pip" install -q -e ".[dev]" >"$venv/install.log" 2>&1 || { cat "$venv/install.log" >&2; exit 1; }
     touch "$stamp"
 fi
 export PATH="$venv/bin:$PATH"

@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
 from dsrlb import __version__
 from dsrlb.paths import InstanceNameError, instance_paths
 
-COMMAND_MODULES: tuple[str, ...] = ()
+# Command modules in help order. A module that is not installed (a partial checkout) is left out.
+COMMAND_MODULES: tuple[str, ...] = (
+    "daemon",  # start stop restart reload status
+    "check",
+    "show",
+    "control",
+    "convert",
+    "explain",
+    "target",
+    "agent",
+    "lab",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
+        if importlib.util.find_spec(f"dsrlb.cli.{name}") is None:
+            continue
         importlib.import_module(f"dsrlb.cli.{name}").register(sub)
     return parser
 

@@ -1,0 +1,80 @@
+"""Keeping the kernel stack away from balanced VIP traffic while the AF_PACKET engine serves it.
+
+The balancer owns the VIP address (so the kernel answers ARP/ND and ICMP echo for it), which also
+means the stack would answer a balanced TCP SYN itself with a RST. Packet sockets get their copy
+before netfilter, so a drop rule in the raw prerouting hook takes the kernel's copy only. One nftables
+table per instance (`inet dsrlb_<instance>`), replaced atomically on every change and deleted on stop.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from dsrlb.engine.dataplane import IPPROTO_TCP, IPPROTO_UDP, ServiceKey
+
+_PROTO_NAME = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp"}
+
+
+class StealError(RuntimeError):
+    pass
+
+
+def table_name(instance: str) -> str:
+    return "dsrlb_" + re.sub(r"[^A-Za-z0-9_]", "_", instance)
+
+
+def render_ruleset(instance: str, keys: Iterable[ServiceKey]) -> str:
+    """nft script that (re)creates the instance's table with one drop rule per VIP/protocol."""
+    ports: dict[tuple[str, str, str], set[int]] = {}
+    any_port: set[tuple[str, str, str]] = set()
+    for key in keys:
+        family = "ip" if isinstance(key.address, IPv4Address) else "ip6"
+        group = (family, str(key.address), _PROTO_NAME[key.protocol])
+        if key.port == 0:
+            any_port.add(group)
+        else:
+            ports.setdefault(group, set()).add(key.port)
+    rules = []
+    for family, address, proto in sorted(any_port):
+        rules.append(f"    {family} daddr {address} meta l4proto {proto} drop")
+    for (family, address, proto), port_set in sorted(ports.items()):
+        if (family, address, proto) in any_port:
+            continue
+        listed = ", ".join(str(p) for p in sorted(port_set))
+        rules.append(f"    {family} daddr {address} {proto} dport {{ {listed} }} drop")
+    table = table_name(instance)
+    body = "\n".join(rules)
+    # "add" then "delete" makes the delete safe when the table does not exist yet; the new table
+    # follows in the same transaction, so there is no moment without the rules.
+    return (
+        f"add table inet {table}\ndelete table inet {table}\n"
+        f"table inet {table} {{\n  chain prerouting {{\n"
+        f"    type filter hook prerouting priority raw; policy accept;\n{body}\n  }}\n}}\n"
+    )
+
+
+@dataclass(frozen=True)
+class KernelSteal:
+    """Installs and removes the drop rules for one instance (in the current network namespace)."""
+
+    instance: str
+
+    def _nft(self, script: str) -> None:
+        nft = shutil.which("nft")
+        if nft is None:
+            raise StealError("the AF_PACKET engine needs nftables (apt-get install nftables)")
+        done = subprocess.run([nft, "-f", "-"], input=script, text=True, capture_output=True)
+        if done.returncode != 0:
+            raise StealError(f"nft failed: {done.stderr.strip()}")
+
+    def install(self, keys: Iterable[ServiceKey]) -> None:
+        self._nft(render_ruleset(self.instance, keys))
+
+    def remove(self) -> None:
+        table = table_name(self.instance)
+        self._nft(f"add table inet {table}\ndelete table inet {table}\n")
