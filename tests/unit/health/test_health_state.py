@@ -1,0 +1,235 @@
+"""The pure health state machine, driven by a fake clock (plain floats): no sleeps, no sockets."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dsrlb.engine.dataplane import TargetState
+from dsrlb.health.state import (
+    CheckMachine,
+    GatewayHealth,
+    HealthState,
+    TargetHealth,
+    TargetStateChanged,
+    check_label,
+    probe_timeout,
+)
+from dsrlb.model import (
+    AgentCheck,
+    HealthPolicy,
+    HttpCheck,
+    NeighbourCheck,
+    PingCheck,
+    ScriptCheck,
+    SendExpectCheck,
+    TcpOpenCheck,
+)
+
+TCP = TcpOpenCheck(80, 3, 10)
+PING = PingCheck(3, 10)
+
+
+def test_first_success_brings_target_up() -> None:
+    t = TargetHealth(1, [TCP], HealthPolicy(), now=0.0)
+    assert t.state is HealthState.UNKNOWN
+    assert t.due_checks(0.0) == [TCP]
+    t.probe_started(TCP, 0.0)
+    events = t.probe_result(TCP, True, 0.01, latency=0.01, detail="connected")
+    assert events == [TargetStateChanged(1, HealthState.UNKNOWN, HealthState.UP, 0.01,
+                                         "tcpopen 80,3,10: probe succeeded: connected", 0.01)]
+
+
+def test_goes_down_when_window_passes_without_success_and_up_on_next_success() -> None:
+    t = TargetHealth(7, [TCP], HealthPolicy(), now=0.0)
+    t.probe_started(TCP, 0.0)
+    t.probe_result(TCP, True, 0.0)
+    assert t.state is HealthState.UP
+    # failures at 3, 6, 9 keep it up: BalanceNG waits for the 10 s window (fall = 0)
+    for now in (3.0, 6.0, 9.0):
+        assert t.tick(now) == []
+        t.probe_started(TCP, now)
+        assert t.probe_result(TCP, False, now + 0.5, detail="refused") == []
+        assert t.state is HealthState.UP
+    assert t.next_deadline() == 10.0
+    events = t.tick(10.0)
+    assert [(e.old, e.new) for e in events] == [(HealthState.UP, HealthState.DOWN)]
+    assert "no successful probe for 10 s" in events[0].reason and "refused" in events[0].reason
+    assert events[0].latency is None
+    t.probe_started(TCP, 12.0)
+    events = t.probe_result(TCP, True, 12.0, latency=0.002)
+    assert [(e.old, e.new) for e in events] == [(HealthState.DOWN, HealthState.UP)]
+
+
+def test_unknown_goes_down_on_first_failure_or_first_window() -> None:
+    t = TargetHealth(1, [TCP], HealthPolicy(), now=0.0)
+    t.probe_started(TCP, 0.0)
+    events = t.probe_result(TCP, False, 1.0, detail="refused")
+    assert [(e.old, e.new) for e in events] == [(HealthState.UNKNOWN, HealthState.DOWN)]
+    hung = TargetHealth(2, [TCP], HealthPolicy(), now=0.0)
+    hung.probe_started(TCP, 0.0)  # never answers
+    assert hung.tick(9.99) == []
+    assert [e.new for e in hung.tick(10.0)] == [HealthState.DOWN]
+
+
+def test_rise_and_fall_counts() -> None:
+    t = TargetHealth(1, [PING], HealthPolicy(rise=3, fall=2), now=0.0)
+    for i, now in enumerate((0.0, 3.0, 6.0)):
+        t.probe_started(PING, now)
+        events = t.probe_result(PING, True, now)
+        assert (t.state is HealthState.UP) == (i == 2)
+    assert [e.new for e in events] == [HealthState.UP]
+    t.probe_started(PING, 9.0)
+    assert t.probe_result(PING, False, 9.0) == []
+    t.probe_started(PING, 12.0)
+    events = t.probe_result(PING, False, 12.0, detail="timeout")
+    assert [e.new for e in events] == [HealthState.DOWN]
+    assert "2 consecutive failures: timeout" in events[0].reason
+
+
+def test_quiesce_reports_quiesced_and_no_new_sessions() -> None:
+    t = TargetHealth(1, [TCP], HealthPolicy(quiesce=True), now=0.0)
+    t.probe_started(TCP, 0.0)
+    events = t.probe_result(TCP, False, 0.0)
+    assert [e.new for e in events] == [HealthState.QUIESCED]
+    assert HealthState.QUIESCED.to_dataplane() is TargetState.NO_NEW
+    assert HealthState.DOWN.to_dataplane() is TargetState.DOWN
+    assert HealthState.UNKNOWN.to_dataplane() is TargetState.NO_NEW
+    assert HealthState.UP.to_dataplane() is TargetState.UP
+
+
+def test_several_checks_up_only_when_all_up() -> None:
+    t = TargetHealth(1, [TCP, PING], HealthPolicy(), now=0.0)
+    for c in (TCP, PING):
+        t.probe_started(c, 0.0)
+    assert t.probe_result(TCP, True, 0.1) == []
+    assert t.state is HealthState.UNKNOWN
+    assert [e.new for e in t.probe_result(PING, True, 0.2)] == [HealthState.UP]
+    assert t.probe_result(PING, False, 3.0, detail="no reply") == []  # fall=0: the window decides
+    t.probe_started(TCP, 9.0)
+    assert t.probe_result(TCP, True, 9.0) == []
+    events = t.tick(10.2)  # PING's window ends; TCP is still fine
+    assert [e.new for e in events] == [HealthState.DOWN]
+    assert events[0].reason.startswith("ping 3,10: no successful probe for 10 s (last: no reply)")
+
+
+def test_target_without_checks_is_up() -> None:
+    t = TargetHealth(1, [], HealthPolicy(), now=5.0)
+    assert t.state is HealthState.UP and t.next_deadline() == math.inf
+
+
+def test_reconfigure_keeps_unchanged_checks() -> None:
+    t = TargetHealth(1, [TCP], HealthPolicy(), now=0.0)
+    t.probe_started(TCP, 0.0)
+    t.probe_result(TCP, True, 0.0)
+    kept = t.machines[TCP]
+    events = t.reconfigure([TCP, PING], HealthPolicy(), now=1.0)
+    assert t.machines[TCP] is kept
+    assert [(e.old, e.new) for e in events] == [(HealthState.UP, HealthState.UNKNOWN)]
+    events = t.reconfigure([TCP], HealthPolicy(), now=2.0)
+    assert [(e.old, e.new) for e in events] == [(HealthState.UNKNOWN, HealthState.UP)]
+    # a result for a check removed while its probe ran is ignored
+    assert t.probe_result(PING, False, 2.5) == []
+
+
+def test_probe_schedule_is_fixed_rate_and_never_overlaps() -> None:
+    m = CheckMachine("x", 2.0, 5.0, 0.0, first_probe_at=0.5)
+    assert not m.probe_due(0.4) and m.probe_due(0.5)
+    m.probe_started(0.7)
+    assert m.next_probe_at == 2.5 and not m.probe_due(3.0)  # in flight: no second probe
+    assert m.next_deadline() == 5.0  # only the window while in flight
+    m.probe_result(True, 3.0, 2.3, "slow")
+    assert m.probe_due(3.0)
+    m.probe_started(30.0)  # after a stall: restart from now, no burst
+    assert m.next_probe_at == 32.0
+
+
+def test_gateway_events() -> None:
+    g = GatewayHealth([PING], HealthPolicy(), now=0.0)
+    g.probe_started(PING, 0.0)
+    events = g.probe_result(PING, True, 0.001, latency=0.001)
+    assert [(e.old, e.new) for e in events] == [(HealthState.UNKNOWN, HealthState.UP)]
+
+
+def test_labels_and_default_probe_timeout() -> None:
+    assert check_label(PingCheck(3, 10, ipv6=True)) == "ping6 3,10"
+    assert check_label(NeighbourCheck(1, 2)) == "arp 1,2"
+    assert check_label(AgentCheck(439, 2, 5)) == "agent 439,2,5"
+    assert check_label(ScriptCheck("x $ipaddr$", 2, 7)) == 'script "x $ipaddr$",2,7'
+    assert check_label(HttpCheck(443, "/", 1, 2, tls=True)) == 'https 443,"/",1,2'
+    assert check_label(SendExpectCheck(80, "GET", "HTTP", 1, 6)) == "sendexpect 80,1,6"
+    assert probe_timeout(TcpOpenCheck(80, 3, 10)) == 3.0
+    assert probe_timeout(TcpOpenCheck(80, 10, 4)) == 4.0
+
+
+# --- properties over arbitrary result sequences --------------------------------------------------
+
+steps = st.lists(
+    st.tuples(st.floats(0.0, 4.0, allow_nan=False), st.sampled_from(["tick", "ok", "fail"])),
+    max_size=60,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    interval=st.integers(1, 5), window=st.integers(1, 12), rise=st.integers(1, 3),
+    fall=st.integers(0, 3), seq=steps,
+)
+def test_never_up_without_a_success_in_the_last_window(
+    interval: int, window: int, rise: int, fall: int, seq: list[tuple[float, str]],
+) -> None:
+    check = TcpOpenCheck(80, interval, window)
+    t = TargetHealth(1, [check], HealthPolicy(rise=rise, fall=fall), now=0.0)
+    now = 0.0
+    oks: list[float] = []
+    results: list[bool] = []
+    state = t.state
+    for gap, what in seq:
+        now += gap
+        events = t.tick(now)
+        for e in events:  # a tick only ever takes a check down, and only when its window has passed
+            assert e.new is HealthState.DOWN
+            assert now - (oks[-1] if oks else 0.0) >= window
+        if what != "tick":
+            t.probe_started(check, now)
+            results.append(what == "ok")
+            if what == "ok":
+                oks.append(now)
+            result_events = t.probe_result(check, what == "ok", now)
+            for e in result_events:
+                if e.new is HealthState.UP:  # rise: the last `rise` results were all successes
+                    assert len(results) >= rise and all(results[-rise:])
+                elif now - (oks[-1] if oks else 0.0) < window:  # down inside the window: by failures
+                    need = max(fall, 1) if e.old is HealthState.UNKNOWN else fall
+                    assert need and len(results) >= need and not any(results[-need:])
+            events += result_events
+        # events chain: each starts where the previous ended and changes something
+        for e in events:
+            assert e.old is state and e.new is not e.old and e.since == now
+            state = e.new
+        assert state is t.state
+        if t.state is HealthState.UP:
+            assert oks and now - oks[-1] < window
+        # the driver is never asked to wake up in the past, except for a probe that is due now
+        assert t.next_deadline() >= now or t.due_checks(now)
+
+
+@settings(max_examples=200, deadline=None)
+@given(window=st.integers(1, 12), seq=steps)
+def test_up_comes_with_the_first_success_after_down_when_rise_is_one(
+    window: int, seq: list[tuple[float, str]],
+) -> None:
+    check = PingCheck(1, window)
+    t = TargetHealth(1, [check], HealthPolicy(), now=0.0)
+    now = 0.0
+    for gap, what in seq:
+        now += gap
+        t.tick(now)
+        if what == "tick":
+            continue
+        t.probe_started(check, now)
+        t.probe_result(check, what == "ok", now)
+        if what == "ok":
+            assert t.state is HealthState.UP
