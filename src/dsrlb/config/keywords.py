@@ -110,6 +110,8 @@ TARGET_KEYWORDS = (
 # are read by the daemon through Config.setting(); the rest are accepted so that BalanceNG files load.
 SET_KEYS: dict[str, str] = {
     "agentinterval": "count",
+    "agentsecretfile": "word",  # dsrlb: shared secret of the load agents (docs/health.md)
+    "alert": "word",  # dsrlb: command run when a target goes down (docs/health.md)
     "arpinterval": "count",
     "arptimeout": "count",
     "gwarpinterval": "count",
@@ -126,6 +128,7 @@ SET_KEYS: dict[str, str] = {
     "tcpsessiontimeout": "count",
     "threads": "count",
     "udpsessiontimeout": "count",
+    "upalert": "word",  # dsrlb: command run when a target comes back up
     "vrrpadvint": "count",
     "vrrppreempt": "flag",
     "vrrppreemptts": "count",
