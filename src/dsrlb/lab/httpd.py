@@ -1,0 +1,85 @@
+"""The lab's real HTTP server: answers every GET with its own name, so clients can count per target.
+
+Run inside a target's namespace: `python -m dsrlb.lab.httpd --name target1 --port 80 --port 443`.
+It listens dual-stack on [::] (IPv4-mapped included), which also covers a VIP on lo. It prints
+`ready` on stdout once every port listens, and stops on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any
+
+READY = "ready"
+
+
+class DualStackServer(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int, name: str) -> None:
+        self.target_name = name
+        super().__init__(("::", port), NameHandler)
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+class NameHandler(BaseHTTPRequestHandler):
+    server: DualStackServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = f"{self.server.target_name}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Dsrlb-Target", self.server.target_name)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # quiet: thousands of requests in a lab run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dsrlb-lab-httpd")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--port", type=int, action="append", default=[])
+    args = parser.parse_args(argv)
+    servers = [DualStackServer(port, args.name) for port in (args.port or [80])]
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+               for s in servers]
+    for thread in threads:
+        thread.start()
+    print(READY, flush=True)
+    stop.wait()
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
