@@ -1,9 +1,9 @@
-"""`dsrlb show WHAT`: configuration now, running state once the daemon exists.
+"""`dsrlb show WHAT`: a configuration file, or the running daemon's state.
 
 `dsrlb show config -c FILE [--json]` prints the file's configuration in canonical form (or the model
-as JSON). The other WHATs of DESIGN §4 (servers, targets, sessions, networks, vrrp, sync, stats) need
-a running daemon; they are registered in SHOW_HANDLERS by the modules that implement them, and until
-then answer with exit status 2.
+as JSON). Without -c, and for servers, targets, sessions, networks and stats, the running instance
+(`-i`) answers over its control socket; tables are rendered with rich, `--json` prints the result.
+`vrrp` and `sync` answer that this version has no VRRP or session sync yet (exit 2).
 """
 
 from __future__ import annotations
@@ -14,17 +14,34 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.console import Console
+
+from dsrlb.cli.control import Shell
 from dsrlb.config import ConfigErrors, parse_checked, write
 from dsrlb.config.jsonview import config_to_json
+from dsrlb.control.client import ControlClient, ControlClientError, NotRunningError
 
 # What `show` knows about (DESIGN §4); handlers are filled in as the features land.
 SHOW_TOPICS = ("servers", "targets", "sessions", "networks", "vrrp", "sync", "config", "stats")
 
 
+def show_running(args: argparse.Namespace) -> int:
+    """Ask the running instance (`show WHAT`) and print the answer as a table or JSON."""
+    try:
+        with ControlClient.for_instance(args.instance) as client:
+            shell = Shell(client, Console(), Console(stderr=True), bool(args.json))
+            return shell.execute(f"show {args.what.lower()}") or 0
+    except NotRunningError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except ControlClientError as exc:
+        print(f"dsrlb show: {exc}", file=sys.stderr)
+        return 2
+
+
 def show_config(args: argparse.Namespace) -> int:
     if args.config is None:
-        print("dsrlb show config without -c FILE needs a running daemon (not available yet)", file=sys.stderr)
-        return 2
+        return show_running(args)
     path = str(args.config)
     try:
         data = Path(path).read_bytes()
@@ -43,7 +60,10 @@ def show_config(args: argparse.Namespace) -> int:
     return 0
 
 
-SHOW_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {"config": show_config}
+SHOW_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "config": show_config,
+    **dict.fromkeys(("servers", "targets", "sessions", "networks", "stats"), show_running),
+}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if handler is not None:
         return handler(args)
     if what in SHOW_TOPICS:
-        print(f"dsrlb show {what} needs a running daemon (not available yet)", file=sys.stderr)
+        print(f"dsrlb show {what}: this version has no VRRP or session sync yet", file=sys.stderr)
     else:
         print(
             f"dsrlb show: unknown WHAT '{args.what}'; choose from {', '.join(SHOW_TOPICS)}", file=sys.stderr

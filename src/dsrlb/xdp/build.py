@@ -2,13 +2,14 @@
 
 The installed package carries `xdp/bpf/dsrlb.bpf.o` (and `floor.bpf.o`) next to the C sources, built
 by setup.py's build_py hook. A checkout installed in editable mode has no object: `ensure_object()`
-compiles it into a cache directory and rebuilds it whenever a source file is newer than the object.
+compiles it into a cache directory, under a name derived from the sources, so any edit rebuilds it.
 
 This module only uses the standard library so that setup.py can load it before dsrlb is installed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -69,6 +70,13 @@ def _newest_source_mtime(source_dir: Path) -> float:
     return max(p.stat().st_mtime for p in sources)
 
 
+def _sources_digest(source_dir: Path) -> str:
+    digest = hashlib.sha256(" ".join(compile_command(Path("x.c"), Path("x.o"))[1:]).encode())
+    for path in sorted([*source_dir.glob("*.c"), *source_dir.glob("*.h")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def cache_dir() -> Path:
     """DSRLB_BPF_CACHE, else $XDG_CACHE_HOME/dsrlb/bpf, else ~/.cache/dsrlb/bpf."""
     explicit = os.environ.get("DSRLB_BPF_CACHE")
@@ -91,8 +99,10 @@ def ensure_object(program: str = MAIN_PROGRAM, source_dir: Path = BPF_SOURCE_DIR
     packaged = source_dir / f"{program}.bpf.o"
     if packaged.exists() and packaged.stat().st_mtime >= newest:
         return packaged
-    cached = cache_dir() / f"{program}.bpf.o"
-    if cached.exists() and cached.stat().st_mtime >= newest:
+    # Named by a digest of the sources and flags, so that two checkouts sharing one cache never use
+    # each other's object, and an edited source always means a rebuild (mtime alone can lie).
+    cached = cache_dir() / f"{program}-{_sources_digest(source_dir)}.bpf.o"
+    if cached.exists():
         return cached
     return compile_object(source, cached)
 

@@ -83,13 +83,18 @@ def test_show_config_errors_and_missing_file(tmp_path: Path, capsys: pytest.Capt
     bad.write_text("hostname\n")
     assert main(["show", "config", "-c", str(bad)]) == 1
     assert main(["show", "config", "-c", str(tmp_path / "nope")]) == 2
-    assert main(["show", "config"]) == 2
+    assert main(["-i", "nobody", "show", "config"]) == 2  # no -c: asks a daemon, none runs
     capsys.readouterr()
 
 
-def test_show_running_state_is_not_available_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["show", "sessions"]) == 2
-    assert capsys.readouterr().err == "dsrlb show sessions needs a running daemon (not available yet)\n"
+def test_show_running_state_without_a_daemon(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DSRLB_RUN_DIR", str(tmp_path))
+    assert main(["-i", "nobody", "show", "sessions"]) == 2
+    assert "dsrlb instance nobody is not running" in capsys.readouterr().err
+    assert main(["show", "vrrp"]) == 2
+    assert "no VRRP" in capsys.readouterr().err
     assert main(["show", "bogus"]) == 2
 
 

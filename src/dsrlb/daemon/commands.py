@@ -1,0 +1,224 @@
+"""The daemon's control commands: BalanceNG's interactive-mode words over the control registry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dsrlb import __version__
+from dsrlb.config import write
+from dsrlb.config.jsonview import config_to_json
+from dsrlb.control.commands import CommandFailed, CommandResult, Param, ParamKind, ParsedArgs, Registry
+from dsrlb.control.metrics import MetricsSnapshot, ServiceCounters, TargetCounters
+from dsrlb.control.views import NetworkView, ServerView, SessionView, StatsView, TargetView
+from dsrlb.engine.compile import AdminState
+from dsrlb.engine.dataplane import TargetState
+from dsrlb.health.state import HealthState
+from dsrlb.model import Target
+
+if TYPE_CHECKING:
+    from dsrlb.daemon.core import Daemon
+
+_DROP_REASONS = ("malformed", "fragment", "no_target", "no_route", "drop")
+SESSION_ROWS_MAX = 1000
+
+
+def _ports(ports: Sequence[Any]) -> str:
+    return ",".join(str(p) for p in ports) if ports else "any"
+
+
+def target_views(daemon: Daemon) -> list[TargetView]:
+    sessions: dict[int, int] = {}
+    for entry in daemon.engine.sessions():
+        sessions[entry.target_id] = sessions.get(entry.target_id, 0) + 1
+    rows: list[TargetView] = []
+    for target in daemon.config.targets:
+        if not target.registered:
+            continue
+        state, since, reason = _target_state(daemon, target)
+        counters = daemon.engine.target_stats(target.id)
+        health = daemon.health.target(target.id)
+        rows.append(TargetView(
+            id=target.id, name=target.name, address=str(target.address) if target.address else None,
+            port=target.port, state=state, since=since, reason=reason,
+            sessions=sessions.get(target.id, 0),
+            packets=counters["packets"], bytes=counters["bytes"],
+            latency_ms=None if health is None or health.latency is None else health.latency * 1000,
+            dsr=target.dsr, weight=target.weight,
+            load=None if health is None or health.load is None else round(health.load),
+            servers=[s.id for s in daemon.config.servers if target.id in s.targets + s.backup],
+        ))
+    return rows
+
+
+def _target_state(daemon: Daemon, target: Target) -> tuple[Any, float | None, str]:
+    admin = daemon.live.admin.get(target.id)
+    if admin is AdminState.DRAINING:
+        return "draining", daemon.live.admin_since.get(target.id), "draining by operator"
+    if admin is AdminState.DISABLED or (admin is None and not target.enabled):
+        return "disabled", daemon.live.admin_since.get(target.id), "disabled"
+    health = daemon.health.target(target.id)
+    if daemon.desired is not None:
+        spec = daemon.desired.targets.get(target.id)
+        if spec is not None and spec.next_hop is None:
+            return "down", None, "next hop not resolved (no ARP/ND answer)"
+    if health is None:
+        return "up", daemon.started, "no checks"
+    if health.state is HealthState.UP:
+        return "up", health.since_wall, health.reason
+    return "down", health.since_wall, health.reason or str(health.state)
+
+
+def server_views(daemon: Daemon) -> list[ServerView]:
+    sessions: dict[int, int] = {}
+    for entry in daemon.engine.sessions():
+        sessions[entry.service_id] = sessions.get(entry.service_id, 0) + 1
+    rows: list[ServerView] = []
+    for server in daemon.config.servers:
+        if not server.registered:
+            continue
+        counters = daemon.engine.service_stats(server.id)
+        up = 0
+        if daemon.desired is not None:
+            up = sum(1 for tid in server.targets + server.backup
+                     if (spec := daemon.desired.targets.get(tid)) is not None
+                     and spec.state is TargetState.UP)
+        state = "disabled" if not server.enabled else ("up" if up else "down")
+        rows.append(ServerView(
+            id=server.id, name=server.name, address=str(server.address) if server.address else None,
+            ports=_ports(server.ports), protocol=str(server.protocol) if server.protocol else None,
+            method=str(server.method), state=state,  # type: ignore[typeddict-item]
+            targets=list(server.targets),
+            backup=list(server.backup), targets_up=up, sessions=sessions.get(server.id, 0),
+            packets=counters["packets"], bytes=counters["bytes"],
+        ))
+    return rows
+
+
+def session_views(daemon: Daemon) -> tuple[list[SessionView], int]:
+    now_ns = time.monotonic_ns()
+    entries = list(daemon.engine.sessions())
+    timeouts = {} if daemon.desired is None else {s.id: s.timeout for s in daemon.desired.services.values()}
+    rows: list[SessionView] = []
+    for entry in entries[:SESSION_ROWS_MAX]:
+        idle = max(0.0, (now_ns - entry.last_seen_ns) / 1e9)
+        rows.append(SessionView(server=entry.service_id, client=str(entry.client),
+                                client_port=entry.client_port, target=entry.target_id, idle_s=idle,
+                                expires_s=max(0.0, timeouts.get(entry.service_id, 0) - idle)))
+    return rows, len(entries)
+
+
+def network_views(daemon: Daemon) -> list[NetworkView]:
+    rows: list[NetworkView] = []
+    for network in daemon.config.networks:
+        if not network.registered:
+            continue
+        names = [i.name or f"interface {i.id}" for iid in network.interfaces
+                 if (i := daemon.config.interface(iid)) is not None]
+        v4, v6 = network.ipv4_network, network.ipv6_network
+        rows.append(NetworkView(
+            id=network.id, name=network.name, interfaces=names, addr=str(v4) if v4 else None,
+            real=str(network.real) if network.real else None,
+            virt=str(network.virt) if network.virt else None,
+            addr6=str(v6) if v6 else None, real6=str(network.real6) if network.real6 else None,
+            virt6=str(network.virt6) if network.virt6 else None,
+            state="up" if network.enabled else "disabled",
+        ))
+    return rows
+
+
+def stats_view(daemon: Daemon) -> StatsView:
+    counters = dict(daemon.engine.stats())
+    counters.update({f"health_{k}": v for k, v in daemon.health.counters().items()})
+    return StatsView(engine=daemon.engine.name, uptime_s=time.time() - daemon.started,
+                     sessions=len(daemon.engine.sessions()), counters=counters,
+                     drops={k: counters.get(k, 0) for k in _DROP_REASONS})
+
+
+def build_registry(daemon: Daemon) -> Registry:
+    from dsrlb.daemon.core import ReloadRefused, hostname
+
+    registry = Registry(info=lambda: {"hostname": hostname(daemon.config), "instance": daemon.instance,
+                                      "version": __version__, "engine": daemon.engine.name,
+                                      "config": str(daemon.config_path)})
+    ids = (Param("ids", ParamKind.IDS, help="target ids: 1,2 or 1-3"),)
+
+    def known(args: ParsedArgs) -> tuple[int, ...]:
+        wanted = args.ids("ids")
+        missing = [i for i in wanted if daemon.config.target(i) is None]
+        if missing:
+            raise CommandFailed(f"no such target: {', '.join(map(str, missing))}")
+        return wanted
+
+    def admin(state: AdminState) -> Any:
+        def handler(args: ParsedArgs) -> CommandResult:
+            chosen = known(args)
+            daemon.set_admin(chosen, state)
+            return CommandResult({"targets": list(chosen), "admin": str(state)},
+                                 f"target(s) {','.join(map(str, chosen))} {state}")
+        return handler
+
+    registry.command("show servers", "virtual servers and their state")(
+        lambda a: CommandResult({"servers": server_views(daemon)}))
+    registry.command("show targets", "targets: state, since, why, sessions, counters")(
+        lambda a: CommandResult({"targets": target_views(daemon)}))
+
+    def show_sessions(args: ParsedArgs) -> CommandResult:
+        rows, total = session_views(daemon)
+        return CommandResult({"sessions": rows, "total": total})
+
+    registry.command("show sessions", "the session table (first 1000 rows)")(show_sessions)
+    registry.command("show networks", "networks and their addresses")(
+        lambda a: CommandResult({"networks": network_views(daemon)}))
+    registry.command("show stats", "engine counters and drops by reason")(
+        lambda a: CommandResult({"stats": stats_view(daemon)}))
+    registry.command("show config", "the running configuration")(
+        lambda a: CommandResult(config_to_json(daemon.config), write(daemon.config)))
+    registry.command("enable target", "put targets back in service", params=ids,
+                     aliases=("enable targets",), action=True)(admin(AdminState.ENABLED))
+    registry.command("disable target", "no new sessions; established ones finish", params=ids,
+                     aliases=("disable targets",), action=True)(admin(AdminState.DISABLED))
+    registry.command("drain target", "like disable, shown as draining", params=ids,
+                     aliases=("drain targets",), action=True)(admin(AdminState.DRAINING))
+
+    async def reload(args: ParsedArgs) -> CommandResult:
+        path = args.word("file")
+        try:
+            await daemon.reload(None if path is None else Path(path))
+        except ReloadRefused as exc:
+            raise CommandFailed(f"reload refused, the running config stays:\n{exc}") from None
+        return CommandResult({"reloaded": str(daemon.config_path)}, f"reloaded {daemon.config_path}")
+
+    registry.command("reload", "re-read the config file (atomic; a bad file changes nothing)",
+                     params=(Param("file", ParamKind.WORD, required=False),), action=True)(reload)
+
+    def shutdown(args: ParsedArgs) -> CommandResult:
+        daemon.request_stop()
+        return CommandResult({"stopping": True}, "stopping")
+
+    registry.command("shutdown", "stop the daemon (removes what it added)", action=True)(shutdown)
+    return registry
+
+
+def metrics_snapshot(daemon: Daemon) -> MetricsSnapshot:
+    """What one /metrics scrape shows, read from the engine and health at scrape time."""
+    from dsrlb.daemon.core import hostname
+
+    targets = tuple(
+        TargetCounters(id=row["id"], name=row["name"], address=row["address"] or "", state=row["state"],
+                       packets=row["packets"], bytes=row["bytes"],
+                       sessions_created=daemon.engine.target_stats(row["id"])["sessions_new"],
+                       sessions_active=row["sessions"], latency_ms=row["latency_ms"])
+        for row in target_views(daemon))
+    services = tuple(
+        ServiceCounters(id=row["id"], name=row["name"], address=row["address"] or "", ports=row["ports"],
+                        packets=row["packets"], bytes=row["bytes"],
+                        sessions_created=daemon.engine.service_stats(row["id"])["sessions_new"],
+                        sessions_active=row["sessions"])
+        for row in server_views(daemon))
+    stats = stats_view(daemon)
+    return MetricsSnapshot(hostname=hostname(daemon.config), engine=daemon.engine.name, services=services,
+                           targets=targets, engine_counters=stats["counters"], drops=stats["drops"],
+                           uptime_s=stats["uptime_s"])

@@ -1,0 +1,129 @@
+"""The executors the daemon can run, behind one small interface.
+
+`afpacket`: the reference data path on raw sockets, with nftables keeping the kernel away from the
+balanced VIP traffic. `xdp`: the BPF program attached to the interfaces (native, else generic mode).
+`auto` tries XDP and falls back to AF_PACKET with a clear message (DESIGN §1: the fallback where BPF is
+unavailable).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Protocol
+
+from dsrlb.afpacket.engine import AfPacketEngine
+from dsrlb.afpacket.steal import KernelSteal
+from dsrlb.engine.dataplane import Change, ServiceKey, SessionEntry
+from dsrlb.engine.reference import ReferenceDataplane
+
+log = logging.getLogger("dsrlb.daemon")
+
+ENGINE_NAMES = ("auto", "xdp", "afpacket")
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+class Engine(Protocol):
+    name: str
+
+    def start(self, interfaces: Sequence[str]) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def apply(self, changes: Sequence[Change]) -> None: ...
+
+    def steer(self, keys: Iterable[ServiceKey]) -> None:
+        """Tell the engine which service keys it serves (AF_PACKET keeps the kernel off them)."""
+
+    def stats(self) -> Mapping[str, int]: ...
+
+    def sessions(self) -> Sequence[SessionEntry]: ...
+
+    def service_stats(self, service_id: int) -> Mapping[str, int]:
+        """`packets`, `bytes`, `sessions_new` of one service."""
+
+    def target_stats(self, target_id: int) -> Mapping[str, int]:
+        """`packets`, `bytes`, `sessions_new` of one target."""
+
+
+class AfPacketRunner:
+    name = "afpacket"
+
+    def __init__(self, instance: str) -> None:
+        self._steal = KernelSteal(instance)
+        self._dataplane = ReferenceDataplane()
+        self._engine: AfPacketEngine | None = None
+        self._keys: tuple[ServiceKey, ...] = ()
+
+    def start(self, interfaces: Sequence[str]) -> None:
+        self._engine = AfPacketEngine(self._dataplane, tuple(interfaces))
+        self._engine.start()
+        self._steal.install(self._keys)
+
+    def stop(self) -> None:
+        try:
+            self._steal.remove()
+        finally:
+            if self._engine is not None:
+                self._engine.stop()
+                self._engine = None
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        if self._engine is None:
+            self._dataplane.apply(changes)
+            return
+        with self._engine.lock:
+            self._dataplane.apply(changes)
+
+    def steer(self, keys: Iterable[ServiceKey]) -> None:
+        new = tuple(sorted(set(keys), key=lambda k: (str(k.address), k.protocol, k.port)))
+        if new != self._keys:
+            self._keys = new
+            if self._engine is not None:
+                self._steal.install(new)
+
+    def stats(self) -> Mapping[str, int]:
+        if self._engine is None:
+            return dict(self._dataplane.stats())
+        return self._engine.stats()
+
+    def service_stats(self, service_id: int) -> Mapping[str, int]:
+        with self._locked():
+            return self._dataplane.service_stats(service_id)
+
+    def target_stats(self, target_id: int) -> Mapping[str, int]:
+        with self._locked():
+            return self._dataplane.target_stats(target_id)
+
+    def _locked(self) -> AbstractContextManager[object]:
+        return self._engine.lock if self._engine is not None else nullcontext()
+
+    def sessions(self) -> Sequence[SessionEntry]:
+        if self._engine is None:
+            return list(self._dataplane.sessions())
+        with self._engine.lock:
+            return list(self._dataplane.sessions())
+
+
+def make_engine(kind: str, instance: str, xdp_mode: str = "auto") -> Engine:
+    """The engine `kind` names; `auto` is XDP when BPF works here, else AF_PACKET.
+
+    `xdp_mode`: auto (native, else generic with a warning), native, or generic (skb mode).
+    """
+    if kind not in ENGINE_NAMES:
+        raise EngineError(f"unknown engine {kind!r}: choose one of {', '.join(ENGINE_NAMES)}")
+    if kind in ("xdp", "auto"):
+        try:
+            from dsrlb.daemon.xdp_runner import XdpRunner
+
+            runner: Engine = XdpRunner(instance, xdp_mode)
+            return runner
+        except Exception as exc:
+            if kind == "xdp":
+                raise EngineError(f"the XDP engine is not available: {exc}") from exc
+            log.warning("XDP is not available here (%s); falling back to the AF_PACKET engine", exc)
+    return AfPacketRunner(instance)

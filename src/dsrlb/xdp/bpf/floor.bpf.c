@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The benchmark floor: the least an XDP forwarder can do. Swap the Ethernet addresses and send the
+ * frame back out (XDP_TX). bench/xdp_cost.py reports every dsrlb path as a ratio to this program,
+ * measured the same way (BPF_PROG_TEST_RUN with repeat) in the same run. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <bpf/bpf_helpers.h>
+
+SEC("xdp")
+int xdp_floor(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	unsigned char tmp[ETH_ALEN];
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(tmp, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, tmp, ETH_ALEN);
+	return XDP_TX;
+}
+
+char LICENSE[] SEC("license") = "GPL";
