@@ -26,7 +26,6 @@ from dsrlb.daemon.commands import build_registry, metrics_snapshot
 from dsrlb.daemon.engines import Engine, make_engine
 from dsrlb.daemon.plumbing import Plumbing, plan_addresses
 from dsrlb.engine.compile import AdminState, DesiredState, Environment, compile_state, diff
-from dsrlb.engine.compile import HealthState as DataplaneHealth
 from dsrlb.engine.dataplane import IPNetwork, NextHop
 from dsrlb.health.scheduler import HealthScheduler
 from dsrlb.health.state import HealthEvent, HealthState, TargetStateChanged
@@ -55,14 +54,6 @@ class LiveState:
     admin_since: dict[int, float] = field(default_factory=dict)
     routes: dict[IPNetwork, NextHop] = field(default_factory=dict)
     bytes_seen: dict[int, tuple[float, int]] = field(default_factory=dict)
-
-
-def _dataplane_health(state: HealthState) -> DataplaneHealth:
-    if state is HealthState.UP:
-        return DataplaneHealth.UP
-    if state is HealthState.QUIESCED:
-        return DataplaneHealth.QUIESCED
-    return DataplaneHealth.DOWN  # DOWN, and UNKNOWN until the first verdict
 
 
 class Daemon:
@@ -215,7 +206,7 @@ class Daemon:
     def environment(self) -> Environment:
         return Environment(
             next_hops=dict(self.live.next_hops),
-            health={tid: _dataplane_health(s) for tid, s in self.live.health.items()},
+            health={tid: s.to_dataplane() for tid, s in self.live.health.items()},
             admin=dict(self.live.admin),
             metrics=self.metrics(),
             routes=dict(self.live.routes),

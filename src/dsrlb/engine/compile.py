@@ -49,21 +49,15 @@ class AdminState(enum.StrEnum):
     DRAINING = "draining"
 
 
-class HealthState(enum.StrEnum):
-    """What the health checks say. QUIESCED: down, but keeps its sessions (HealthPolicy.quiesce)."""
-
-    UP = "up"
-    DOWN = "down"
-    QUIESCED = "quiesced"
-
-
 @dataclass(frozen=True)
 class Environment:
     """Live inputs besides the config. Missing entries: health UP, admin from the config, no next
     hop (so DOWN), no metric. `local_addresses` None means: the config's `real`/`virt` addresses."""
 
     next_hops: Mapping[int, NextHop] = field(default_factory=dict)
-    health: Mapping[int, HealthState] = field(default_factory=dict)
+    # What health checks allow, as the data path sees it (health.state.HealthState.to_dataplane()):
+    # UP, NO_NEW (quiesced, or no verdict yet) or DOWN. Missing: UP.
+    health: Mapping[int, TargetState] = field(default_factory=dict)
     admin: Mapping[int, AdminState] = field(default_factory=dict)
     metrics: Mapping[int, float] = field(default_factory=dict)
     routes: Mapping[IPNetwork, NextHop] = field(default_factory=dict)
@@ -101,13 +95,13 @@ def service_keys(server: Server) -> tuple[ServiceKey, ...]:
 
 
 def target_state(target: Target, environment: Environment) -> TargetState:
-    health = environment.health.get(target.id, HealthState.UP)
-    if health is HealthState.DOWN or environment.next_hops.get(target.id) is None:
+    health = environment.health.get(target.id, TargetState.UP)
+    if health is TargetState.DOWN or environment.next_hops.get(target.id) is None:
         return TargetState.DOWN
     admin = environment.admin.get(
         target.id, AdminState.ENABLED if target.enabled else AdminState.DISABLED
     )
-    if admin is not AdminState.ENABLED or health is HealthState.QUIESCED:
+    if admin is not AdminState.ENABLED or health is TargetState.NO_NEW:
         return TargetState.NO_NEW
     return TargetState.UP
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, ip_address, ip_network
 from typing import Any
 
-from dsrlb.engine.compile import Environment, HealthState, compile_state, diff
-from dsrlb.engine.dataplane import Change, NextHop, Verdict
+from dsrlb.engine.compile import Environment, compile_state, diff
+from dsrlb.engine.dataplane import Change, NextHop, TargetState, Verdict
 from dsrlb.engine.hashing import hash_client, hash_session_key
 from dsrlb.engine.packet import (
     ETH_P_IP,
@@ -400,16 +400,16 @@ def _methods() -> list[Fixture]:
 def _sessions() -> list[Fixture]:
     dsr = cfg(server(), targets=DSR2)
     env = lab_environment(dsr)
-    t1_down = environment_changes(dsr, env, replace(env, health={1: HealthState.DOWN}))
-    t1_quiet = environment_changes(dsr, env, replace(env, health={1: HealthState.QUIESCED}))
+    t1_down = environment_changes(dsr, env, replace(env, health={1: TargetState.DOWN}))
+    t1_quiet = environment_changes(dsr, env, replace(env, health={1: TargetState.NO_NEW}))
     backup = cfg(server(targets=(1, 2), backup=(3,)), targets=(*DSR2, target(3, dsr=True)))
-    backup_env = lab_environment(backup, health={1: HealthState.DOWN, 2: HealthState.DOWN})
+    backup_env = lab_environment(backup, health={1: TargetState.DOWN, 2: TargetState.DOWN})
     multi = cfg(server(ports=(PortRange(80, 80), PortRange(443, 443)), protocol=None), targets=DSR2)
     ranged = cfg(server(ports=(PortRange(33000, 33999),)), targets=DSR2)
     anyport = cfg(server(ports=(), protocol=None), targets=NAT2)
     per_port = cfg(server(sessionid=SessionKey.SRC_PORT), targets=DSR2)
     short = cfg(server(timeout=30), targets=DSR2)
-    none_up = lab_environment(dsr, health={1: HealthState.DOWN, 2: HealthState.DOWN})
+    none_up = lab_environment(dsr, health={1: TargetState.DOWN, 2: TargetState.DOWN})
     return [
         simple("DOWN target: its session moves on the next packet", dsr,
                [dsr_step(1, SECOND), dsr_step(2, 2 * SECOND, changes=t1_down)],

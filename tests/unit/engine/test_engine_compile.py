@@ -8,7 +8,6 @@ from ipaddress import IPv4Address, ip_address
 from dsrlb.engine.compile import (
     AdminState,
     Environment,
-    HealthState,
     compile_state,
     diff,
     service_keys,
@@ -66,7 +65,7 @@ def test_target_states_from_admin_health_and_next_hop() -> None:
     hops = dict(env.next_hops)
     del hops[5]
     env = replace(env, next_hops=hops, admin={1: AdminState.DRAINING, 2: AdminState.DISABLED},
-                  health={3: HealthState.DOWN, 4: HealthState.QUIESCED})
+                  health={3: TargetState.DOWN, 4: TargetState.NO_NEW})
     state = compile_state(config, env)
     assert [state.targets[i].state for i in range(1, 6)] == [
         TargetState.NO_NEW, TargetState.NO_NEW, TargetState.DOWN, TargetState.NO_NEW, TargetState.DOWN]
@@ -83,7 +82,7 @@ def test_diff_emits_only_what_changed() -> None:
     config = _config()
     env = lab_environment(config)
     before = compile_state(config, env)
-    after = compile_state(config, replace(env, health={2: HealthState.DOWN}))
+    after = compile_state(config, replace(env, health={2: TargetState.DOWN}))
     assert diff(before, after) == [SetTargetState(2, TargetState.DOWN), SetTable(1, (1,))]
     without_two = replace(config, servers=config.servers[:1] + config.servers[2:])
     assert diff(before, compile_state(without_two, env)) == [RemoveService(2)]

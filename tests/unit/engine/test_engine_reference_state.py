@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from ipaddress import ip_address
 
-from dsrlb.engine.compile import HealthState
-from dsrlb.engine.dataplane import RemoveService, Verdict
+from dsrlb.engine.dataplane import RemoveService, TargetState, Verdict
 from dsrlb.engine.fixtures import (
     CLIENT4,
     SECOND,
@@ -46,7 +45,7 @@ def test_events_and_counters_for_new_hit_moved_and_return() -> None:
     assert dataplane.drain_session_events() == []
     reply = frame(IPPROTO_TCP, t4(1), CLIENT4, 80, 40000, from_target=1)
     assert dataplane.run(reply, TARGET_IF, 3 * SECOND).verdict == Verdict.REDIRECT
-    dataplane.apply(environment_changes(CONFIG, ENV, replace(ENV, health={1: HealthState.DOWN})))
+    dataplane.apply(environment_changes(CONFIG, ENV, replace(ENV, health={1: TargetState.DOWN})))
     dataplane.run(inbound, 1, 4 * SECOND)
     moved = dataplane.drain_session_events()
     assert [(e.target_id, e.last_seen_ns) for e in moved] == [(2, 4 * SECOND)]
