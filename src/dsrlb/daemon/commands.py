@@ -132,6 +132,7 @@ def network_views(daemon: Daemon) -> list[NetworkView]:
 def stats_view(daemon: Daemon) -> StatsView:
     counters = dict(daemon.engine.stats())
     counters.update({f"health_{k}": v for k, v in daemon.health.counters().items()})
+    counters["session_events"] = daemon.session_events
     return StatsView(engine=daemon.engine.name, uptime_s=time.time() - daemon.started,
                      sessions=len(daemon.engine.sessions()), counters=counters,
                      drops={k: counters.get(k, 0) for k in _DROP_REASONS})

@@ -79,6 +79,7 @@ class Daemon:
         self.desired: DesiredState | None = None
         self._stop = asyncio.Event()
         self._last_next_hops = 0.0
+        self.session_events = 0
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -154,6 +155,9 @@ class Daemon:
                                   "new": str(event.new), "reason": event.reason, "time": time.time()})
 
     async def tick(self) -> None:
+        # Session events wait for the session sync (not in this version); draining them every tick
+        # keeps the reference's list and XDP's ring buffer bounded, and counts them for `show stats`.
+        self.session_events += len(self.engine.drain_session_events())
         now = time.monotonic()
         if now - self._last_next_hops >= NEXT_HOP_REFRESH_SECONDS:
             await self._refresh_next_hops()

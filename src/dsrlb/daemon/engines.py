@@ -43,6 +43,9 @@ class Engine(Protocol):
 
     def sessions(self) -> Sequence[SessionEntry]: ...
 
+    def drain_session_events(self) -> list[SessionEntry]:
+        """New and moved sessions since the last call; must be called regularly (bounded memory)."""
+
     def service_stats(self, service_id: int) -> Mapping[str, int]:
         """`packets`, `bytes`, `sessions_new` of one service."""
 
@@ -90,6 +93,10 @@ class AfPacketRunner:
         if self._engine is None:
             return dict(self._dataplane.stats())
         return self._engine.stats()
+
+    def drain_session_events(self) -> list[SessionEntry]:
+        with self._locked():
+            return self._dataplane.drain_session_events()
 
     def service_stats(self, service_id: int) -> Mapping[str, int]:
         with self._locked():

@@ -68,6 +68,9 @@ class XdpRunner:
     def sessions(self) -> Sequence[SessionEntry]:
         return self._dataplane.sessions()
 
+    def drain_session_events(self) -> list[SessionEntry]:
+        return self._dataplane.drain_session_events()
+
     def service_stats(self, service_id: int) -> Mapping[str, int]:
         return self._dataplane.service_stats(service_id)
 
