@@ -1,0 +1,75 @@
+"""`dsrlb start|status|reload|show|stop` as an operator runs them, on the seed 001 lab's balancer node."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dsrlb.lab import BUILDERS, Lab
+from dsrlb.lab.topology import LabBalancer
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+@pytest.fixture
+def balancer() -> Iterator[LabBalancer]:
+    with Lab() as lab:
+        node = BUILDERS["dsr"](lab).balancers[0]
+        try:
+            yield node
+        finally:  # stop a daemon a failed test left running (by its own pidfile, never by name)
+            dsrlb(node, "stop")
+
+
+def dsrlb(node: LabBalancer, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = ["ip", "netns", "exec", node.netns, sys.executable, "-m", "dsrlb.cli.main", "-i", node.netns,
+            *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def test_start_status_reload_show_stop(balancer: LabBalancer, tmp_path: Path) -> None:
+    config = str(balancer.config_path)
+    started = dsrlb(balancer, "start", "-c", config, "--engine", "afpacket")
+    assert started.returncode == 0, started.stderr
+    assert "started" in started.stdout and "afpacket" in started.stdout
+    again = dsrlb(balancer, "start", "-c", config)
+    assert again.returncode == 1 and "already running" in again.stderr
+    status = dsrlb(balancer, "status")
+    assert status.returncode == 0 and "is running" in status.stdout
+
+    bad = tmp_path / "bad.conf"
+    bad.write_text(balancer.config_text.replace("targets 1,2", "targets 1,7"))
+    refused = dsrlb(balancer, "reload", "-c", str(bad))
+    assert refused.returncode == 1
+    assert "reload refused" in refused.stderr and "bad.conf:" in refused.stderr
+    shown = dsrlb(balancer, "show", "config", "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["servers"][0]["targets"] == [1, 2]
+
+    reloaded = dsrlb(balancer, "reload")
+    assert reloaded.returncode == 0, reloaded.stderr
+    targets = dsrlb(balancer, "show", "targets", "--json")
+    assert targets.returncode == 0, targets.stderr
+    rows = json.loads(targets.stdout)["targets"]
+    assert {row["id"] for row in rows} == {1, 2}
+    assert all({"id", "address", "state", "sessions", "packets", "bytes"} <= row.keys() for row in rows)
+    table = dsrlb(balancer, "show", "servers")
+    assert table.returncode == 0 and "rr" in table.stdout
+
+    stopped = dsrlb(balancer, "stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    after = dsrlb(balancer, "status")
+    assert after.returncode == 3 and "not running" in after.stdout
+
+
+def test_start_refuses_a_bad_config(balancer: LabBalancer, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.conf"
+    bad.write_text("server 1 {\n  ipadr 192.0.2.10\n}\n")
+    refused = dsrlb(balancer, "start", "-c", str(bad))
+    assert refused.returncode == 1
+    assert "bad.conf:2:3" in refused.stderr
+    assert dsrlb(balancer, "status").returncode == 3
