@@ -8,14 +8,19 @@ rounds of (path / floor), which cancels most of the noise of a shared machine.
 The repeated buffer is the same frame, already rewritten by the previous run, so each path is set up
 to be stable under repetition:
 
-- established: a DSR session hit (only the MACs change);
+- established: a DSR session hit (only the MACs change), sent on with bpf_redirect (egress != ingress);
+- established_tx: the same on a one-armed balancer (the target's next hop is on the ingress
+  interface, XDP_TX like the floor: no bpf_redirect helper call);
 - new_session: a service with timeout 0, so every run finds its session expired and selects anew,
-  writes the session and emits a session event (the ring buffer is drained between calls);
+  overwrites the session and emits a session event (the ring buffer is drained between calls; the
+  set-up checks that every run counts session_new). A key never seen before also pays the LRU
+  map's insertion, which a repeated buffer cannot measure;
 - nat_forward: an established NAT session whose target address and port equal the VIP's, so the
   rewrite writes the same values (checksums still computed) and only the TTL falls; TTL 255 and
   250 repeats per call keep it above 1;
 - nat_return: the reply of that session, rewritten to the same source each time;
-- not_balanced: TCP to an address that is no VIP (two NAT-return lookups, two service lookups, PASS).
+- not_balanced: TCP to an address that is no VIP (its source is no NAT target, so the nat_sources
+  filter skips the return table; two service_table probes end at empty entries; PASS).
 
 Growth: the established path with 1 and with 1000 targets (and a 1000-entry table), and with 1 and
 1M sessions in the session table, each pair loaded side by side and interleaved.
@@ -58,7 +63,8 @@ NAT_VIP = ip_address("192.0.2.20")
 OTHER = ip_address("192.0.2.99")
 CLIENT = ip_address("198.51.100.7")
 LB_MAC, TARGET_MAC = bytes.fromhex("0200000000b1"), bytes.fromhex("020000000101")
-EGRESS = 2  # test runs without a context come in on lo (ifindex 1): every forward is a REDIRECT
+EGRESS = 2  # test runs without a context come in on lo (ifindex 1): a forward to 2 is a REDIRECT
+INGRESS = 1  # ... and a forward to lo itself is an XDP_TX
 PAYLOAD = b"x" * 512  # a mid-sized frame (~580 bytes)
 
 
@@ -79,6 +85,10 @@ def setup_changes(targets: int) -> list[Change]:
         SetTable(1, tuple(range(1, targets + 1))),
         UpsertService(ServiceSpec(2, (ServiceKey(VIP, IPPROTO_TCP, 81),), Method.RR, SessionKey.SRC, 0)),
         SetTable(2, (1,)),
+        UpsertTarget(TargetSpec(200_000, ip_address("10.255.0.1"), None, True, ReturnMatch.DST_PORT, 1,
+                                TargetState.UP, NextHop(INGRESS, LB_MAC, TARGET_MAC))),
+        UpsertService(ServiceSpec(4, (ServiceKey(VIP, IPPROTO_TCP, 82),), Method.RR, SessionKey.SRC, 900)),
+        SetTable(4, (200_000,)),
         # The NAT target is the VIP itself: the forward rewrite writes back the same address.
         UpsertTarget(TargetSpec(100_000, NAT_VIP, 80, False, ReturnMatch.DST_PORT, 1, TargetState.UP, hop())),
         UpsertService(ServiceSpec(3, (ServiceKey(NAT_VIP, IPPROTO_TCP, 80),), Method.RR, SessionKey.SRC,
@@ -91,16 +101,18 @@ def setup_changes(targets: int) -> list[Change]:
 
 FRAMES = {
     "established": build_l4(IPPROTO_TCP, CLIENT, VIP, 40000, 80, PAYLOAD),
+    "established_tx": build_l4(IPPROTO_TCP, CLIENT, VIP, 40000, 82, PAYLOAD),
     "new_session": build_l4(IPPROTO_TCP, CLIENT, VIP, 40000, 81, PAYLOAD),
     "nat_forward": build_l4(IPPROTO_TCP, CLIENT, NAT_VIP, 40000, 80, PAYLOAD, ttl=255),
     "nat_return": build_l4(IPPROTO_TCP, NAT_VIP, CLIENT, 80, 40000, PAYLOAD, ttl=255),
     "not_balanced": build_l4(IPPROTO_TCP, CLIENT, OTHER, 40000, 80, PAYLOAD),
 }
-EXPECTED_VERDICT = {"established": 4, "new_session": 4, "nat_forward": 4, "nat_return": 4, "not_balanced": 2}
+EXPECTED_VERDICT = {"established": 4, "established_tx": 3, "new_session": 4, "nat_forward": 4,
+                    "nat_return": 4, "not_balanced": 2}
 
 
 def load(targets: int = 1, sessions: int = 4096) -> XdpDataplane:
-    sizes = XdpSizes(services=4, service_keys=64, targets=max(targets + 8, 64), sessions=sessions,
+    sizes = XdpSizes(services=8, service_keys=64, targets=max(targets + 8, 64), sessions=sessions,
                      nat_returns=4096, routes=16, ring_bytes=1 << 22)
     dataplane = XdpDataplane(sizes)
     dataplane.apply(setup_changes(targets))
@@ -108,6 +120,10 @@ def load(targets: int = 1, sessions: int = 4096) -> XdpDataplane:
         result = dataplane.program.test_run(frame, 0, 1)
         if result.retval != EXPECTED_VERDICT[name]:
             raise SystemExit(f"set-up error: {name} gave verdict {result.retval}")
+    before = dataplane.stats()["session_new"]
+    dataplane.program.test_run(FRAMES["new_session"], 0, 10)
+    if dataplane.stats()["session_new"] - before != 10:
+        raise SystemExit("set-up error: new_session runs do not all select a new target")
     dataplane.drain_session_events()
     return dataplane
 

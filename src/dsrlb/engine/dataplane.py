@@ -176,7 +176,7 @@ class SessionEntry:
 
 
 class Dataplane(TypingProtocol):
-    """What every executor implements. `now_ns` is monotonic nanoseconds (bpf_ktime_get_ns in XDP)."""
+    """What every executor implements. `now_ns` is monotonic nanoseconds (XDP: bpf_ktime_get_coarse_ns)."""
 
     def apply(self, changes: Sequence[Change]) -> None: ...
 

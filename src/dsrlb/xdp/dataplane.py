@@ -8,13 +8,13 @@ how tests hold the program to the reference and how `dsrlb explain` can ask the 
 Time and randomness: the kernel clock cannot be set, so an object loaded with
 `test_inputs=True` reads `now_ns` (and, when given, `rand32`) from the `test_inputs` map that
 `run()` fills; the production object (`test_inputs=False`, the default) has that code removed by
-the verifier and uses bpf_ktime_get_ns() and bpf_get_prandom_u32(), so `run()` there ignores `now_ns`.
+the verifier and uses bpf_ktime_get_coarse_ns() (docs/xdp.md) and bpf_get_prandom_u32(), so `run()`
+there ignores `now_ns`.
 """
 
 from __future__ import annotations
 
 import ctypes
-import errno
 import logging
 import shutil
 import socket
@@ -50,12 +50,18 @@ from dsrlb.xdp.libbpf import (
     Attachment,
     BpfMap,
     BpfObject,
-    LibbpfError,
     RingBuffer,
     xdp_attach,
     xdp_detach,
 )
-from dsrlb.xdp.slots import SlotAllocator, TableWriter
+from dsrlb.xdp.slots import (
+    ServiceTable,
+    ServiceTableFull,
+    SlotAllocator,
+    TableWriter,
+    nat_source_bit,
+    service_table_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +93,7 @@ ETH_HLEN = 14
 
 @dataclass(frozen=True)
 class XdpSizes:
-    """Map sizes, fixed at load (bpf_map__set_max_entries). Tables take services x 65537 x 4 bytes."""
+    """Map sizes, fixed at load (bpf_map__set_max_entries). Tables take services x 65537 x 8 bytes."""
 
     services: int = 64
     service_keys: int = 4096  # one per (VIP, protocol, port); port ranges expand
@@ -105,6 +111,7 @@ class _Service:
     slot: int
     spec: ServiceSpec | None = None
     table_len: int = 0
+    table: tuple[int, ...] = ()
 
 
 class XdpDataplane:
@@ -128,7 +135,8 @@ class XdpDataplane:
                                         and "." not in m.name}
         self._service_slots = SlotAllocator(sizes.services)
         self._target_slots = SlotAllocator(sizes.targets)
-        self._tables = TableWriter(self.maps["tables"], layout.TABLE_MAX)
+        self._tables = TableWriter(self.maps["tables"], layout.TABLE_MAX, self._target_slot)
+        self._service_table = ServiceTable(self.maps["service_table"], service_table_size(sizes.service_keys))
         self._services: dict[int, _Service] = {}
         self._targets: dict[int, tuple[int, TargetSpec]] = {}
         self._key_owner: dict[ServiceKey, int] = {}  # as the reference: the last upsert owns a key
@@ -136,7 +144,7 @@ class XdpDataplane:
         self._events: list[SessionEntry] = []
         self._ring = RingBuffer(self.maps["session_events"], self._on_event)
         self._rand32: int | None = None
-        self._nat_targets_seen = False
+        self._nat_source_words: dict[int, int] = {}  # nat_sources words written (index -> bits)
         self._routes: set[bytes] = set()
         self._local: set[bytes] = set()
         self._attachments: dict[int, Attachment] = {}
@@ -145,7 +153,7 @@ class XdpDataplane:
     def _configure(self, sizes: XdpSizes, test_inputs: bool) -> None:
         obj = self._obj
         for name, entries in (
-            ("services", sizes.service_keys), ("service_infos", sizes.services),
+            ("service_table", service_table_size(sizes.service_keys)), ("service_infos", sizes.services),
             ("rr_counters", sizes.services), ("tables", sizes.services * layout.TABLE_MAX),
             ("targets", sizes.targets), ("target_slots", sizes.targets), ("sessions", sizes.sessions),
             ("nat_returns", sizes.nat_returns), ("routes", sizes.routes), ("vips", sizes.vips),
@@ -154,9 +162,11 @@ class XdpDataplane:
         ):
             obj.map(name).set_max_entries(entries)
         rodata = obj.internal_map(".rodata")
-        offset, _ = layout.section_variable(obj, ".rodata", "injected_inputs")
         data = bytearray(obj.initial_value(rodata))
+        offset, _ = layout.section_variable(obj, ".rodata", "injected_inputs")
         data[offset] = 1 if test_inputs else 0
+        offset, size = layout.section_variable(obj, ".rodata", "service_table_mask")
+        data[offset:offset + size] = (service_table_size(sizes.service_keys) - 1).to_bytes(size, "little")
         obj.set_initial_value(rodata, bytes(data))
 
     # --- control -----------------------------------------------------------------------------------
@@ -211,23 +221,23 @@ class XdpDataplane:
         entry = self._service_entry(spec.id)
         entry.spec = spec
         self._write_service_info(spec.id, entry)
-        services = self.maps["services"]
         for key, owner in list(self._key_owner.items()):
             if owner == spec.id and key not in spec.keys:
                 del self._key_owner[key]
-                services.delete(_service_key(key))
+                self._service_table.remove(_service_key(key))
         for key in spec.keys:
             if not 0 <= key.port <= 0xFFFF or not 0 <= key.protocol <= 0xFF:
                 raise XdpDataplaneError(f"service {spec.id}: bad key {key}")
+            if key not in self._key_owner and len(self._service_table) >= self.sizes.service_keys:
+                raise XdpDataplaneError(
+                    f"service {spec.id}: the service table is full ({self.sizes.service_keys} keys; "
+                    "load with a larger XdpSizes.service_keys)")
             ref = layout.service_ref(slot=entry.slot, return_vip=layout.addr_of(_return_vip(spec, key)))
             try:
-                services.update(_service_key(key), bytes(ref))
-            except LibbpfError as exc:
-                if exc.errno != errno.E2BIG:
-                    raise
-                raise XdpDataplaneError(
-                    f"service {spec.id}: the services map is full ({self.sizes.service_keys} keys; "
-                    "load with a larger XdpSizes.service_keys)") from exc
+                self._service_table.put(_service_key(key), ref)
+            except ServiceTableFull as exc:
+                raise XdpDataplaneError(f"service {spec.id}: {exc}; load with a larger "
+                                        "XdpSizes.service_keys") from exc
             self._key_owner[key] = spec.id
         self._sync_vips()
 
@@ -244,11 +254,10 @@ class XdpDataplane:
         entry = self._services.pop(service_id, None)
         if entry is None:
             return
-        services = self.maps["services"]
         for key, owner in list(self._key_owner.items()):
             if owner == service_id:
                 del self._key_owner[key]
-                services.delete(_service_key(key))
+                self._service_table.remove(_service_key(key))
         self._sync_vips()
         self.maps["service_infos"].update(_u32(entry.slot), bytes(layout.service_info()))
         self._tables.write(entry.slot, entry.table_len, ())
@@ -283,19 +292,30 @@ class XdpDataplane:
             entry.table_len = len(table)
             self._write_service_info(service_id, entry)
             self._tables.write(entry.slot, len(table), table)
+        entry.table = tuple(table)
 
-    def _set_nat_targets_seen(self, seen: bool) -> None:
-        """The .bss flag that enables NAT return lookups (maps.h nat_targets_seen)."""
-        bss = self._obj.internal_map(".bss")
-        offset, size = layout.section_variable(self._obj, ".bss", "nat_targets_seen")
-        data = bytearray(bss.lookup(_u32(0)) or bytes(bss.value_size))
-        data[offset:offset + size] = int(seen).to_bytes(size, "little")
-        bss.update(_u32(0), bytes(data))
-        self._nat_targets_seen = seen
+    def _target_slot(self, target_id: int) -> int:
+        known = self._targets.get(target_id)
+        return known[0] if known else layout.SLOT_NONE
+
+    def _refresh_table_hints(self, target_id: int) -> None:
+        """A target got or lost its slot: rewrite the slot hints of the tables that name it."""
+        for entry in self._services.values():
+            if target_id in entry.table:
+                self._tables.rewrite(entry.slot, entry.table[: entry.table_len])
+
+    def _mark_nat_source(self, address: IPAddress) -> None:
+        """Set the address' bit in nat_sources (maps.h) before any return entry can name it."""
+        bit = nat_source_bit(layout.addr_of(address))
+        word = bit // 64
+        bits = self._nat_source_words.get(word, 0) | (1 << (bit % 64))
+        if bits != self._nat_source_words.get(word):
+            self.maps["nat_sources"].update(_u32(word), bits.to_bytes(8, "little"))
+            self._nat_source_words[word] = bits
 
     def _upsert_target(self, spec: TargetSpec) -> None:
-        if not spec.dsr and not self._nat_targets_seen:
-            self._set_nat_targets_seen(True)
+        if not spec.dsr:
+            self._mark_nat_source(spec.address)
         known = self._targets.get(spec.id)
         if known is None:
             slot = self._target_slots.allocate(spec.id)
@@ -305,6 +325,8 @@ class XdpDataplane:
         self._targets[spec.id] = (slot, spec)
         self._write_target(slot, spec)
         self.maps["target_slots"].update(_u32(spec.id), _u32(slot))
+        if known is None:
+            self._refresh_table_hints(spec.id)
 
     def _write_target(self, slot: int, spec: TargetSpec) -> None:
         if spec.port is not None and not 0 <= spec.port <= 0xFFFF:
@@ -344,6 +366,7 @@ class XdpDataplane:
         self.maps["target_slots"].delete(_u32(target_id))
         self.maps["targets"].update(_u32(slot), bytes(layout.target_info()))
         self._target_slots.free(slot)
+        self._refresh_table_hints(target_id)
 
     def _set_route(self, change: SetRoute) -> None:
         prefix = change.prefix
@@ -380,7 +403,7 @@ class XdpDataplane:
             self.maps["local_addrs"].delete(key)
         self._routes.clear()
         self._local.clear()
-        for name in ("sessions", "nat_returns", "target_slots", "services", "vips"):
+        for name in ("sessions", "nat_returns", "target_slots", "vips"):
             bpf_map = self.maps[name]
             for key in list(bpf_map.keys()):
                 bpf_map.delete(key)
@@ -389,10 +412,13 @@ class XdpDataplane:
             counters.update(_u32(index), bytes(8))
         self._service_slots = SlotAllocator(self.sizes.services)
         self._target_slots = SlotAllocator(self.sizes.targets)
-        self._tables = TableWriter(self.maps["tables"], layout.TABLE_MAX)
+        self._tables = TableWriter(self.maps["tables"], layout.TABLE_MAX, self._target_slot)
+        self._service_table.clear()
         self._key_owner.clear()
         self._vips.clear()
-        self._set_nat_targets_seen(False)
+        for word in self._nat_source_words:
+            self.maps["nat_sources"].update(_u32(word), bytes(8))
+        self._nat_source_words.clear()
         self.drain_session_events()
         self._rand32 = None
 
@@ -562,9 +588,9 @@ def _u32(value: int) -> bytes:
     return value.to_bytes(4, "little")
 
 
-def _service_key(key: ServiceKey) -> bytes:
-    return bytes(layout.service_key(addr=layout.addr_of(key.address), port=key.port, protocol=key.protocol,
-                                    family=key.address.version))
+def _service_key(key: ServiceKey) -> layout.service_key:
+    return layout.service_key(addr=layout.addr_of(key.address), port=key.port, protocol=key.protocol,
+                              family=key.address.version)
 
 
 def _addr_key(packed: bytes, family: int) -> bytes:

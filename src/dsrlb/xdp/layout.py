@@ -29,6 +29,11 @@ COUNTER_NAMES = (
 # maps.h enum index_kind
 INDEX_COUNTER, INDEX_RANDOM, INDEX_HASH_CLIENT, INDEX_HASH_SESSION, INDEX_FIRST = range(5)
 
+# maps.h service_table: key.family of unused entries, and the longest probe the program makes
+SERVICE_EMPTY, SERVICE_DELETED = 0, 0xFF
+SERVICE_PROBES = 16
+NAT_SOURCE_BITS = 65536  # maps.h nat_sources: bits, in u64 words
+
 _u8, _u16, _u32, _u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 _V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 
@@ -48,6 +53,14 @@ class service_key(ctypes.Structure):
 
 class service_ref(ctypes.Structure):
     _fields_ = [("slot", _u32), ("return_vip", dsrlb_addr)]
+
+
+class service_entry(ctypes.Structure):
+    _fields_ = [("key", service_key), ("ref", service_ref)]
+
+
+class table_entry(ctypes.Structure):
+    _fields_ = [("target_id", _u32), ("target_slot", _u32)]
 
 
 class service_info(ctypes.Structure):
@@ -119,8 +132,9 @@ class test_inputs(ctypes.Structure):
 
 
 SHARED_STRUCTS: tuple[type[ctypes.Structure], ...] = (
-    dsrlb_addr, service_key, service_ref, service_info, target_info, session_key, session_value,
-    nat_key, nat_value, route_key, next_hop, addr_key, object_stats, session_event, test_inputs,
+    dsrlb_addr, service_key, service_ref, service_entry, table_entry, service_info, target_info,
+    session_key, session_value, nat_key, nat_value, route_key, next_hop, addr_key, object_stats,
+    session_event, test_inputs,
 )
 
 

@@ -2,7 +2,8 @@
 /* dsrlb's XDP program: the data path of docs/datapath.md, byte for byte the same as the Python
  * reference (engine/reference.py, engine/icmp.py), which is the oracle tests compare it with.
  *
- *   parse (parsing.h) -> malformed / fragment policy -> TCP/UDP: NAT return table, then service,
+ *   parse (parsing.h) -> malformed / fragment policy -> TCP/UDP: NAT return table (behind the
+ *   nat_sources filter), then service (service_table),
  *   session and selection (select.h), then DSR (dsr.h) or NAT (nat.h) -> ICMP errors (nat.h)
  *   -> everything else XDP_PASS, unchanged, for the kernel.
  */
@@ -62,25 +63,35 @@ static __always_inline int forward(struct xdp_md *ctx, struct frame_view *v, con
 	return verdict;
 }
 
-static __always_inline int handle_l4(struct xdp_md *ctx, struct frame_view *v, __u64 now)
+/* TCP/UDP: a NAT return, else a packet to a service, else not ours. The clock is read only once
+ * the packet is known to need it: traffic that is not balanced never pays for it. */
+static __always_inline int handle_l4(struct xdp_md *ctx, struct frame_view *v)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u8 *ports = FRAME_PTR(data, data_end, v->l4, 4);
+	__u64 now = 0;
+	int have_now = 0;
 
 	if (!ports)
 		return pass(); /* unreachable: check_l4 saw the header */
 	__u16 sport = ((__u16)ports[0] << 8) | ports[1];
 	__u16 dport = ((__u16)ports[2] << 8) | ports[3];
 
-	if (nat_targets_seen) {
+	if (maybe_nat_source(&v->src)) {
 		struct nat_value *entry = lookup_return(v, sport, dport);
-		if (entry && alive(now, entry->last_seen_ns, entry->timeout_ns))
-			return nat_return(ctx, v, entry, now);
+		if (entry) {
+			now = dsrlb_now();
+			have_now = 1;
+			if (alive(now, entry->last_seen_ns, entry->timeout_ns))
+				return nat_return(ctx, v, entry, now);
+		}
 	}
 	struct service_ref *ref = lookup_service(&v->dst, v->version, v->proto, dport);
 	if (!ref)
 		return pass();
+	if (!have_now)
+		now = dsrlb_now();
 	return forward(ctx, v, ref, sport, dport, now);
 }
 
@@ -102,11 +113,10 @@ int dsrlb_xdp(struct xdp_md *ctx)
 		}
 		return pass();
 	}
-	__u64 now = dsrlb_now();
 	if (v.proto == IPPROTO_TCP || v.proto == IPPROTO_UDP)
-		return handle_l4(ctx, &v, now);
+		return handle_l4(ctx, &v);
 	if (v.proto == IPPROTO_ICMP || v.proto == IPPROTO_ICMPV6_) {
-		int verdict = translate_icmp(ctx, &v, now);
+		int verdict = translate_icmp(ctx, &v, dsrlb_now());
 		if (verdict >= 0)
 			return verdict;
 	}

@@ -27,12 +27,12 @@ struct dsrlb_addr {
 	__u32 w[4]; /* network-order bytes; IPv4 mapped to ::ffff:a.b.c.d */
 };
 
-/* services: (VIP, protocol, port) -> service slot. Port 0 is the any-port key. */
+/* service_table: (VIP, protocol, port) -> service slot. Port 0 is the any-port key. */
 struct service_key {
 	struct dsrlb_addr addr;
 	__u16 port;
 	__u8 protocol;
-	__u8 family; /* 4 or 6 */
+	__u8 family; /* 4 or 6; SERVICE_EMPTY / SERVICE_DELETED mark unused entries of service_table */
 };
 
 struct service_ref {
@@ -41,6 +41,21 @@ struct service_ref {
 	 * service's first key of this protocol and port; the key's own address for one-address servers). */
 	struct dsrlb_addr return_vip;
 };
+
+/* One entry of service_table, an open-addressing hash table in an array that only the control plane
+ * writes (xdp/slots.py ServiceTable places keys; the program only reads). A BPF hash map lookup costs a
+ * helper call plus jhash (30-40 ns on the benchmark machine, about the whole floor); probing this
+ * array is a few inlined loads. A key sits within SERVICE_PROBES entries of its home
+ * service_hash(key) & service_table_mask; an empty entry ends the probe, a deleted one does not. */
+struct service_entry {
+	struct service_key key;
+	struct service_ref ref;
+};
+
+#define SERVICE_EMPTY 0      /* key.family of an entry never used: the probe stops */
+#define SERVICE_DELETED 0xff /* key.family of a removed entry: the probe goes on */
+#define SERVICE_PROBES 16
+#define DEFAULT_SERVICE_TABLE 1024 /* a power of two; XdpSizes sets it */
 
 /* How the data path turns a selection into a table index (docs/datapath.md §4). */
 enum index_kind {
@@ -60,6 +75,14 @@ struct service_info {
 	__u8 per_port;    /* sessionid src+port: the client port is part of the session key */
 	__u8 active;      /* 1 while the service exists (its keys are in `services`) */
 	__u8 pad[5];
+};
+
+/* tables[slot * TABLE_MAX + i]: the target id is the truth; the slot is a hint the control plane
+ * keeps current (checked against targets[slot].id, else target_slots), which saves a new session
+ * the hash lookup of the id. */
+struct table_entry {
+	__u32 target_id;
+	__u32 target_slot;
 };
 
 /* targets[slot]: one per target slot. `usable` = state UP or NO_NEW and a next hop is known. */
@@ -158,8 +181,8 @@ struct session_event {
 };
 
 /* The two inputs the reference takes from outside, `now_ns` and `rand32`, set by the test harness.
- * Used instead of bpf_ktime_get_ns() / bpf_get_prandom_u32() only when the object was loaded with
- * the .rodata constant `injected_inputs` = 1 (tests); otherwise the verifier removes the branch as
+ * Used instead of bpf_ktime_get_coarse_ns() / bpf_get_prandom_u32() only when the object was loaded
+ * with the .rodata constant `injected_inputs` = 1 (tests); otherwise the verifier removes the branch as
  * dead code and production reads the kernel clock and random source. */
 struct test_inputs {
 	__u64 now_ns;
@@ -169,11 +192,14 @@ struct test_inputs {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4 * DEFAULT_SERVICES);
-	__type(key, struct service_key);
-	__type(value, struct service_ref);
-} services SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DEFAULT_SERVICE_TABLE);
+	__type(key, __u32);
+	__type(value, struct service_entry);
+} service_table SEC(".maps");
+
+/* service_table's size - 1, set before load (XdpSizes.service_keys rounded up, see xdp/slots.py). */
+const volatile __u32 service_table_mask = DEFAULT_SERVICE_TABLE - 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -190,12 +216,12 @@ struct {
 	__type(value, __u64);
 } rr_counters SEC(".maps");
 
-/* All selection tables in one array: service slot * TABLE_MAX + i -> target id. */
+/* All selection tables in one array: service slot * TABLE_MAX + i -> target id and slot hint. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, DEFAULT_SERVICES * TABLE_MAX);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct table_entry);
 } tables SEC(".maps");
 
 struct {
@@ -286,15 +312,28 @@ struct {
 
 const volatile __u8 injected_inputs = 0;
 
-/* Set by the control plane (never cleared while loaded) once a NAT target exists: before that the
- * NAT return table is empty, and the two lookups every TCP/UDP packet would make in it are skipped,
- * which is most of the cost of a DSR-only balancer's fast path. */
-__u32 nat_targets_seen = 0;
+/* A filter in front of the NAT return table: bit addr_bit(a) is set for the address a of every NAT
+ * target the control plane has upserted since the last reset (never cleared before). A return entry
+ * is keyed by its target's address, which is the packet's source, so a packet whose source bit is
+ * clear cannot be a NAT return and skips the two hash lookups (2 x 30-40 ns) that would miss. A set
+ * bit only means "look": other addresses may share it. */
+#define NAT_SOURCE_BITS 65536
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NAT_SOURCE_BITS / 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} nat_sources SEC(".maps");
 
 /* No map names struct session_event as a type (ring buffers carry bytes); this read-only instance
  * puts it into the object's BTF so that layout.py checks it like the others. */
 const volatile struct session_event session_event_layout = {};
 
+/* The clock: bpf_ktime_get_coarse_ns(), CLOCK_MONOTONIC as of the last tick (HZ=250: 4 ms steps).
+ * Idle timeouts are whole seconds (1 s to 7 days, config/validate.py), so a tick of resolution changes
+ * nothing, and the coarse clock costs half of bpf_ktime_get_ns() (which reads the TSC: ~40 ns in the
+ * benchmark VM, as much as the whole floor program). Python compares last_seen_ns with
+ * time.monotonic_ns(), the same clock base. */
 static __always_inline __u64 dsrlb_now(void)
 {
 	if (injected_inputs) {
@@ -303,7 +342,7 @@ static __always_inline __u64 dsrlb_now(void)
 		if (inputs)
 			return inputs->now_ns;
 	}
-	return bpf_ktime_get_ns();
+	return bpf_ktime_get_coarse_ns();
 }
 
 static __always_inline __u32 dsrlb_rand32(void)
