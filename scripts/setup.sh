@@ -6,7 +6,7 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$top"
 
 apt_packages=(python3 python3-venv python3-dev gcc clang llvm libbpf-dev bpftool iproute2 iputils-ping
-              keepalived nftables curl ethtool procps kmod)
+              keepalived nftables curl wrk ethtool procps kmod)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
 from dsrlb.afpacket.engine import AfPacketEngine
+from dsrlb.afpacket.sockfilter import BalancedAddresses
 from dsrlb.afpacket.steal import KernelSteal
 from dsrlb.engine.dataplane import Change, ServiceKey, SessionEntry
 from dsrlb.engine.reference import ReferenceDataplane
@@ -59,11 +60,12 @@ class AfPacketRunner:
     def __init__(self, instance: str) -> None:
         self._steal = KernelSteal(instance)
         self._dataplane = ReferenceDataplane()
+        self._addresses = BalancedAddresses()  # narrows the socket filters to the balanced traffic
         self._engine: AfPacketEngine | None = None
         self._keys: tuple[ServiceKey, ...] = ()
 
     def start(self, interfaces: Sequence[str]) -> None:
-        self._engine = AfPacketEngine(self._dataplane, tuple(interfaces))
+        self._engine = AfPacketEngine(self._dataplane, tuple(interfaces), addresses=self._addresses)
         self._engine.start()
         self._steal.install(self._keys)
 
@@ -78,9 +80,9 @@ class AfPacketRunner:
     def apply(self, changes: Sequence[Change]) -> None:
         if self._engine is None:
             self._dataplane.apply(changes)
+            self._addresses.apply(changes)
             return
-        with self._engine.lock:
-            self._dataplane.apply(changes)
+        self._engine.apply(changes)  # takes the engine's lock and updates the socket filters
 
     def steer(self, keys: Iterable[ServiceKey]) -> None:
         new = tuple(sorted(set(keys), key=lambda k: (str(k.address), k.protocol, k.port)))
