@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from dsrlb.engine.dataplane import IPPROTO_TCP, IPPROTO_UDP, ServiceKey
+from dsrlb.engine.dataplane import IPPROTO_TCP, IPPROTO_UDP, ServiceKey, ServiceSpec, TargetSpec
 
 _PROTO_NAME = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp"}
 
@@ -28,8 +28,38 @@ def table_name(instance: str) -> str:
     return "dsrlb_" + re.sub(r"[^A-Za-z0-9_]", "_", instance)
 
 
-def render_ruleset(instance: str, keys: Iterable[ServiceKey]) -> str:
-    """nft script that (re)creates the instance's table with one drop rule per VIP/protocol."""
+@dataclass(frozen=True, order=True)
+class ReturnSource:
+    """Where NAT return traffic comes from: a NAT target's address, protocol and source port (0: any)."""
+
+    address: str
+    protocol: int
+    port: int
+
+
+def return_sources(services: Iterable[ServiceSpec], tables: Mapping[int, Iterable[int]],
+                   targets: Mapping[int, TargetSpec]) -> set[ReturnSource]:
+    """The NAT targets' reply sources: the target's port, else each port its services listen on."""
+    sources: set[ReturnSource] = set()
+    by_id = {spec.id: spec for spec in services}
+    for service_id, table in tables.items():
+        service = by_id.get(service_id)
+        if service is None:
+            continue
+        for target in {targets[tid] for tid in table if tid in targets}:
+            if target.dsr:
+                continue
+            for key in service.keys:
+                port = target.port if target.port is not None else key.port
+                sources.add(ReturnSource(str(target.address), key.protocol, port))
+    return sources
+
+
+def render_ruleset(instance: str, keys: Iterable[ServiceKey], returns: Iterable[ReturnSource] = ()) -> str:
+    """nft script that (re)creates the instance's table: one drop rule per VIP/protocol for the
+    kernel's copy of balanced traffic, and one per NAT reply source for the kernel's forwarded copy of
+    NAT return traffic (the engine sends the translated one). `fib daddr type != local` keeps replies
+    addressed to the balancer itself, such as health-check answers."""
     ports: dict[tuple[str, str, str], set[int]] = {}
     any_port: set[tuple[str, str, str]] = set()
     for key in keys:
@@ -47,6 +77,11 @@ def render_ruleset(instance: str, keys: Iterable[ServiceKey]) -> str:
             continue
         listed = ", ".join(str(p) for p in sorted(port_set))
         rules.append(f"    {family} daddr {address} {proto} dport {{ {listed} }} drop")
+    for source in sorted(set(returns)):
+        family = "ip6" if ":" in source.address else "ip"
+        proto = _PROTO_NAME[source.protocol]
+        match = f"meta l4proto {proto}" if source.port == 0 else f"{proto} sport {source.port}"
+        rules.append(f"    {family} saddr {source.address} {match} fib daddr type != local drop")
     table = table_name(instance)
     body = "\n".join(rules)
     # "add" then "delete" makes the delete safe when the table does not exist yet; the new table
@@ -72,8 +107,8 @@ class KernelSteal:
         if done.returncode != 0:
             raise StealError(f"nft failed: {done.stderr.strip()}")
 
-    def install(self, keys: Iterable[ServiceKey]) -> None:
-        self._nft(render_ruleset(self.instance, keys))
+    def install(self, keys: Iterable[ServiceKey], returns: Iterable[ReturnSource] = ()) -> None:
+        self._nft(render_ruleset(self.instance, keys, returns))
 
     def remove(self) -> None:
         table = table_name(self.instance)

@@ -245,7 +245,7 @@ class Daemon:
         changes = diff(self.desired, desired)
         if changes:
             self.engine.apply(changes)
-            self.engine.steer(key for spec in desired.services.values() for key in spec.keys)
+            self.engine.steer(desired)
         self.desired = desired
 
 

@@ -9,13 +9,14 @@ unavailable).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
 from dsrlb.afpacket.engine import AfPacketEngine
 from dsrlb.afpacket.sockfilter import BalancedAddresses
-from dsrlb.afpacket.steal import KernelSteal
+from dsrlb.afpacket.steal import KernelSteal, ReturnSource, return_sources
+from dsrlb.engine.compile import DesiredState
 from dsrlb.engine.dataplane import Change, ServiceKey, SessionEntry
 from dsrlb.engine.reference import ReferenceDataplane
 
@@ -37,8 +38,8 @@ class Engine(Protocol):
 
     def apply(self, changes: Sequence[Change]) -> None: ...
 
-    def steer(self, keys: Iterable[ServiceKey]) -> None:
-        """Tell the engine which service keys it serves (AF_PACKET keeps the kernel off them)."""
+    def steer(self, state: DesiredState) -> None:
+        """Tell the engine what it serves (AF_PACKET keeps the kernel off that traffic)."""
 
     def stats(self) -> Mapping[str, int]: ...
 
@@ -62,12 +63,12 @@ class AfPacketRunner:
         self._dataplane = ReferenceDataplane()
         self._addresses = BalancedAddresses()  # narrows the socket filters to the balanced traffic
         self._engine: AfPacketEngine | None = None
-        self._keys: tuple[ServiceKey, ...] = ()
+        self._steered: tuple[tuple[ServiceKey, ...], tuple[ReturnSource, ...]] = ((), ())
 
     def start(self, interfaces: Sequence[str]) -> None:
         self._engine = AfPacketEngine(self._dataplane, tuple(interfaces), addresses=self._addresses)
         self._engine.start()
-        self._steal.install(self._keys)
+        self._steal.install(*self._steered)
 
     def stop(self) -> None:
         try:
@@ -84,12 +85,15 @@ class AfPacketRunner:
             return
         self._engine.apply(changes)  # takes the engine's lock and updates the socket filters
 
-    def steer(self, keys: Iterable[ServiceKey]) -> None:
-        new = tuple(sorted(set(keys), key=lambda k: (str(k.address), k.protocol, k.port)))
-        if new != self._keys:
-            self._keys = new
+    def steer(self, state: DesiredState) -> None:
+        keys = {key for spec in state.services.values() for key in spec.keys}
+        returns = return_sources(state.services.values(), state.tables, state.targets)
+        ordered = tuple(sorted(keys, key=lambda k: (str(k.address), k.protocol, k.port)))
+        new = (ordered, tuple(sorted(returns)))
+        if new != self._steered:
+            self._steered = new
             if self._engine is not None:
-                self._steal.install(new)
+                self._steal.install(*new)
 
     def stats(self) -> Mapping[str, int]:
         if self._engine is None:

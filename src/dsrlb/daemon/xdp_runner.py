@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dsrlb.engine.dataplane import Change, ServiceKey, SessionEntry
+from dsrlb.engine.compile import DesiredState
+from dsrlb.engine.dataplane import Change, SessionEntry
 from dsrlb.xdp.dataplane import XdpDataplane
 
 log = logging.getLogger("dsrlb.daemon")
@@ -59,7 +60,7 @@ class XdpRunner:
     def apply(self, changes: Sequence[Change]) -> None:
         self._dataplane.apply(changes)
 
-    def steer(self, keys: Iterable[ServiceKey]) -> None:
+    def steer(self, state: DesiredState) -> None:
         """Nothing to do: XDP takes the balanced traffic before the stack sees it."""
 
     def stats(self) -> Mapping[str, int]:

@@ -1,0 +1,63 @@
+"""The nftables ruleset that keeps the kernel off the AF_PACKET engine's traffic."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from ipaddress import ip_address
+
+import pytest
+
+from dsrlb.afpacket.steal import ReturnSource, render_ruleset, return_sources
+from dsrlb.engine.dataplane import IPPROTO_TCP, IPPROTO_UDP, ServiceKey, ServiceSpec, TargetSpec, TargetState
+from dsrlb.model import Method, ReturnMatch, SessionKey
+
+
+def _target(tid: int, address: str, port: int | None, dsr: bool) -> TargetSpec:
+    return TargetSpec(tid, ip_address(address), port, dsr, ReturnMatch.DST_PORT, 1, TargetState.UP, None)
+
+
+SERVICE = ServiceSpec(1, (ServiceKey(ip_address("2001:db8::2:4"), IPPROTO_TCP, 8080),), Method.SESSION,
+                      SessionKey.SRC_PORT, 900)
+MULTI = ServiceSpec(2, (ServiceKey(ip_address("192.0.2.10"), IPPROTO_TCP, 80),
+                        ServiceKey(ip_address("192.0.2.10"), IPPROTO_TCP, 443)),
+                    Method.RR, SessionKey.SRC, 900)
+TARGETS = {1: _target(1, "2001:db8:ffff::1:1", 80, False), 2: _target(2, "192.0.2.100", None, False),
+           3: _target(3, "192.0.2.101", None, True)}
+
+
+def test_return_sources_follow_target_port_else_service_ports_and_skip_dsr() -> None:
+    sources = return_sources([SERVICE, MULTI], {1: (1, 1), 2: (2, 3)}, TARGETS)
+    assert sources == {
+        ReturnSource("2001:db8:ffff::1:1", IPPROTO_TCP, 80),
+        ReturnSource("192.0.2.100", IPPROTO_TCP, 80),
+        ReturnSource("192.0.2.100", IPPROTO_TCP, 443),
+    }
+
+
+def test_ruleset_drops_vip_traffic_and_forwarded_nat_replies_only() -> None:
+    text = render_ruleset("lab-1", [*SERVICE.keys, *MULTI.keys, ServiceKey(ip_address("192.0.2.11"),
+                                                                          IPPROTO_UDP, 0)],
+                          [ReturnSource("2001:db8:ffff::1:1", IPPROTO_TCP, 80)])
+    assert "table inet dsrlb_lab_1" in text
+    assert "ip6 daddr 2001:db8::2:4 tcp dport { 8080 } drop" in text
+    assert "ip daddr 192.0.2.10 tcp dport { 80, 443 } drop" in text
+    assert "ip daddr 192.0.2.11 meta l4proto udp drop" in text
+    assert "ip6 saddr 2001:db8:ffff::1:1 tcp sport 80 fib daddr type != local drop" in text
+
+
+@pytest.mark.root
+def test_nft_accepts_the_ruleset() -> None:
+    netns = f"dsrlbnft{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        script = render_ruleset("t", [*SERVICE.keys, *MULTI.keys],
+                                return_sources([SERVICE, MULTI], {1: (1,), 2: (2, 3)}, TARGETS))
+        done = subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=script, text=True,
+                              capture_output=True)
+        assert done.returncode == 0, done.stderr
+        listed = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "inet", "dsrlb_t"],
+                                capture_output=True, text=True, check=True).stdout
+        assert "fib daddr type != local drop" in listed and "tcp dport { 80, 443 } drop" in listed
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)
