@@ -1,7 +1,7 @@
 """dsrlb.lab: network-namespace labs of the seed topologies, for tests and for `dsrlb lab NAME`."""
 
 from dsrlb.lab.builders import BUILDERS
-from dsrlb.lab.capture import DsrProof, ReplyCapture
+from dsrlb.lab.capture import DsrProof, NatProof, ReplyCapture
 from dsrlb.lab.core import Lab, LabError, LabProcess, cleanup_stale_labs
 from dsrlb.lab.runner import LabRun, run_balancer, run_lab
 from dsrlb.lab.topology import LabBalancer, LabTarget, LabTopology, PlannedProcess
@@ -18,6 +18,7 @@ __all__ = [
     "LabRun",
     "LabTarget",
     "LabTopology",
+    "NatProof",
     "PlannedProcess",
     "ReplyCapture",
     "TrafficReport",

@@ -250,6 +250,8 @@ def build_ipv6_nat(lab: Lab) -> LabTopology:
         vip, (8080,), "cl", lab.ns("cl"), tuple(sources), "lb1", lab.ns("lb1"), tuple(targets),
         tuple(balancers), _merge_maps(*maps),
         (*processes, *(_balancer_process(lab, b) for b in balancers)), False,
+        # The gateway's access-LAN leg: replies from the balancer to the clients pass here.
+        capture_point=(lab.ns("rt"), "eth0"),
     )
 
 

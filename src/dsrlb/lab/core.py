@@ -102,6 +102,7 @@ class Lab:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"dsrlb-lab-{self.id}-"))
         self._roles: dict[str, str] = {}  # role -> namespace name, in creation order
         self._handles: dict[str, Netlink] = {}
+        self._peers: dict[tuple[str, str], tuple[str, str]] = {}  # (role, ifname) -> far end of its veth
         self._processes: list[tuple[LabProcess, subprocess.Popen[bytes]]] = []
         self._previous_handlers: dict[int, Any] = {}
         self._closed = False
@@ -211,6 +212,15 @@ class Lab:
             raise LabError(f"veth {role_a}:{ifname_a} <-> {role_b}:{ifname_b}: {exc}") from exc
         nl_a.set_link_up(ifname_a)
         self.netlink(role_b).set_link_up(ifname_b)
+        self._peers[(role_a, ifname_a)] = (role_b, ifname_b)
+        self._peers[(role_b, ifname_b)] = (role_a, ifname_a)
+
+    def peer(self, role: str, ifname: str) -> tuple[str, str]:
+        """(role, ifname) of the far end of `role`'s veth `ifname` (a switch port for `plug`)."""
+        try:
+            return self._peers[(role, ifname)]
+        except KeyError:
+            raise LabError(f"{role}:{ifname} is not a veth of this lab") from None
 
     def bridge(self, switch_role: str, name: str = "br0") -> None:
         """A bridge in the switch namespace (STP and multicast snooping off: see Netlink.add_bridge)."""

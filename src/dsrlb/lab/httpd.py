@@ -1,6 +1,8 @@
 """The lab's real HTTP server: answers every GET with its own name, so clients can count per target.
 
 Run inside a target's namespace: `python -m dsrlb.lab.httpd --name target1 --port 80 --port 443`.
+Each reply also names the client address the server saw (header X-Dsrlb-Peer), so a NAT lab can
+show that the balancer kept the clients' real addresses.
 It listens dual-stack on [::] (IPv4-mapped included), which also covers a VIP on lo. It prints
 `ready` on stdout once every port listens, and stops on SIGTERM/SIGINT.
 """
@@ -8,6 +10,7 @@ It listens dual-stack on [::] (IPv4-mapped included), which also covers a VIP on
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import signal
 import socket
 import sys
@@ -18,6 +21,17 @@ from types import FrameType
 from typing import Any
 
 READY = "ready"
+PEER_HEADER = "X-Dsrlb-Peer"  # the client address as this target saw it (NAT labs prove it is kept)
+
+
+def peer_text(address: str) -> str:
+    """The peer as a plain address: an IPv4 client on the dual-stack socket arrives as ::ffff:a.b.c.d."""
+    try:
+        parsed = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return address
+    mapped = parsed.ipv4_mapped if isinstance(parsed, ipaddress.IPv6Address) else None
+    return str(mapped or parsed)
 
 
 class DualStackServer(ThreadingHTTPServer):
@@ -44,6 +58,7 @@ class NameHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Dsrlb-Target", self.server.target_name)
+        self.send_header(PEER_HEADER, peer_text(str(self.client_address[0])))
         self.end_headers()
         self.wfile.write(body)
 

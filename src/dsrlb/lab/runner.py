@@ -22,20 +22,21 @@ from dsrlb.config import write
 from dsrlb.config.importers import import_lvs
 from dsrlb.control.client import CommandRejected, ControlClient, ControlClientError
 from dsrlb.lab.builders import BUILDERS
-from dsrlb.lab.capture import DsrProof, ReplyCapture
+from dsrlb.lab.capture import DsrProof, NatProof, ReplyCapture
 from dsrlb.lab.core import Lab, LabError, LabProcess
+from dsrlb.lab.native_xdp import XdpPeerError, prepare_peer
 from dsrlb.lab.topology import LabBalancer, LabTopology
 from dsrlb.lab.traffic import TrafficReport, drive_http
 from dsrlb.lab.verify import Verification, verify_topology
 from dsrlb.model import PortRange
 
 ENGINES = ("xdp", "afpacket")
-# Native XDP_TX on a veth whose peer is a bridge port loses the frames here (counted as sent, never
-# received by the peer, also with GRO on the peer); generic (skb) mode carries them. Until native
-# veth is solved, labs attach in generic mode: the same BPF program, the same maps and semantics.
-LAB_XDP_MODE = "generic"
+# Labs attach XDP in native (driver) mode, as a balancer on real NICs would. A veth needs its far
+# end prepared for that (an XDP_PASS program so XDP_TX/REDIRECT frames are delivered, and software
+# checksums so the balancer sees finished ones): see dsrlb.lab.native_xdp and docs/labs.md.
+LAB_XDP_MODE = "native"
 # Labs whose balancer step runs and carries traffic; the others are built and verified only.
-BALANCED_LABS = frozenset({"dsr", "lvs-dr", "ha-dsr"})
+BALANCED_LABS = frozenset({"dsr", "lvs-dr", "ha-dsr", "ipv6-nat"})
 LAB_HTTP = "127.0.0.1:8439"  # inside the balancer's own namespace: no clash between labs
 
 
@@ -47,6 +48,7 @@ class LabRun:
     message: str
     traffic: TrafficReport | None = None
     dsr_proof: DsrProof | None = None
+    nat_proof: NatProof | None = None
 
 
 def run_balancer(lab: Lab, balancer: LabBalancer, engine: str, ready_timeout: float = 30.0,
@@ -54,6 +56,8 @@ def run_balancer(lab: Lab, balancer: LabBalancer, engine: str, ready_timeout: fl
     """Start the dsrlb daemon on `balancer`'s node with its remapped seed config, and wait until it
     answers on its control socket with every registered target up (bounded). The lab stops it."""
     instance = balancer.netns  # unique per lab run, so labs side by side do not share sockets
+    if engine == "xdp" and xdp_mode == "native":
+        prepare_native_xdp(lab, balancer)
     config_path = native_config(balancer)
     argv = [sys.executable, "-m", "dsrlb.cli.main", "-i", instance, "start", "--foreground",
             "-c", str(config_path), "--engine", engine, "--xdp-mode", xdp_mode,
@@ -75,6 +79,16 @@ def run_balancer(lab: Lab, balancer: LabBalancer, engine: str, ready_timeout: fl
         time.sleep(0.2)
     raise LabError(f"dsrlb on {balancer.name} not ready within {ready_timeout:.0f} s "
                    f"(targets {', '.join(states) or 'unknown'}): {_tail(proc.log)}")
+
+
+def prepare_native_xdp(lab: Lab, balancer: LabBalancer) -> None:
+    """Make the far end of each of the balancer's veths fit for native XDP (dsrlb.lab.native_xdp)."""
+    for ifname in balancer.interfaces:
+        peer_role, peer_ifname = lab.peer(balancer.role, ifname)
+        try:
+            prepare_peer(lab.ns(peer_role), peer_ifname)
+        except XdpPeerError as exc:
+            raise LabError(f"native XDP on {balancer.role}:{ifname}: {exc}") from exc
 
 
 # Seed 004's firewall mark 80 bundles ports 80 and 443 (its iptables rule); lvs.cf does not say so.
@@ -110,7 +124,8 @@ def _tail(path: Path, lines: int = 15) -> str:
 def traffic_table(topology: LabTopology, report: TrafficReport) -> Table:
     """Requests per target, live: one row per target, then errors and totals."""
     ports = ", ".join(map(str, topology.ports))
-    table = Table(title=f"lab {topology.name}: http://{topology.vip} ports {ports}")
+    host = f"[{topology.vip}]" if topology.vip.version == 6 else str(topology.vip)
+    table = Table(title=f"lab {topology.name}: http://{host} ports {ports}")
     table.add_column("target")
     table.add_column("address")
     table.add_column("replies", justify="right")
@@ -139,30 +154,33 @@ def verification_table(topology: LabTopology, verification: Verification) -> Tab
 
 
 def drive_live(lab: Lab, topology: LabTopology, requests: int, duration: float,
-               console: Console) -> tuple[TrafficReport, DsrProof | None]:
-    """Traffic through the VIP with the live table, capturing replies for the DSR proof."""
+               console: Console) -> tuple[TrafficReport, DsrProof | None, NatProof | None]:
+    """Traffic through the VIP with the live table, capturing replies for the DSR or NAT proof."""
     capture = None
-    if topology.dsr and topology.capture_point is not None:
-        capture = ReplyCapture(*topology.capture_point, topology.vip, topology.ports)
+    if topology.capture_point is not None:
+        capture = ReplyCapture(*topology.capture_point, topology.vip, topology.ports, topology.client_sources)
     empty = TrafficReport(0)
     with Live(traffic_table(topology, empty), console=console, refresh_per_second=4) as live:
         def progress(report: TrafficReport) -> None:
             live.update(traffic_table(topology, report))
 
+        def drive() -> TrafficReport:
+            return drive_http(topology.client_netns, topology.vip, topology.ports,
+                              topology.client_sources, requests, duration, on_progress=progress)
+
         if capture is not None:
             with capture:
-                report = drive_http(topology.client_netns, topology.vip, topology.ports,
-                                    topology.client_sources, requests, duration, on_progress=progress)
+                report = drive()
         else:
-            report = drive_http(topology.client_netns, topology.vip, topology.ports,
-                                topology.client_sources, requests, duration, on_progress=progress)
+            report = drive()
         live.update(traffic_table(topology, report))
-    proof = None
-    if capture is not None:
+    if capture is None:
+        return report, None, None
+    if topology.dsr:
         target_macs = {t.mac: t.name for t in topology.targets}
         balancer_macs = tuple(m for b in topology.balancers for m in b.macs)
-        proof = capture.proof(target_macs, balancer_macs)
-    return report, proof
+        return report, capture.proof(target_macs, balancer_macs), None
+    return report, None, capture.nat_proof(report.peers)
 
 
 def wait_for_interrupt(console: Console) -> None:
@@ -186,16 +204,16 @@ def run_lab(lab: Lab, name: str, engine: str = "xdp", requests: int = 200, durat
         return LabRun(topology, verification, False, "the topology failed its checks")
     if name not in BALANCED_LABS:
         return LabRun(topology, verification, False,
-                      f"topology built and verified; the balancer step of lab {name} does not work yet "
-                      "(IPv6 NAT return traffic is not routed back to the client in the lab)")
+                      f"topology built and verified; the balancer step of lab {name} does not work yet")
     # Only the first (primary/master) node runs: without VRRP, a second node holding the same VIP
     # and virt addresses would fight the first over ARP.
     run_balancer(lab, topology.balancers[0], engine)
-    report, proof = drive_live(lab, topology, requests, duration, console)
+    report, proof, nat_proof = drive_live(lab, topology, requests, duration, console)
     message = f"{report.answered}/{report.sent} requests answered"
     if len(topology.balancers) > 1:
         message += (f"; backup node {topology.balancers[1].name} not started: this version has no VRRP "
                     "(its config is in the lab directory)")
-    if proof is not None:
-        message += f"; {proof.describe()}"
-    return LabRun(topology, verification, True, message, report, proof)
+    for shown in (proof, nat_proof):
+        if shown is not None:
+            message += f"; {shown.describe()}"
+    return LabRun(topology, verification, True, message, report, proof, nat_proof)

@@ -66,7 +66,7 @@ class LabTopology:
     run_plan: tuple[PlannedProcess, ...]
     dsr: bool  # targets hold the VIP on lo and must not answer ARP/ND for it
     neighbour_probe: tuple[str, str] | None = None  # (netns, ifname) that asks ARP for the VIP
-    capture_point: tuple[str, str] | None = None  # (netns, ifname) where the DSR proof captures
+    capture_point: tuple[str, str] | None = None  # (netns, ifname) where the DSR/NAT proof captures
 
     def target(self, name: str) -> LabTarget:
         return next(t for t in self.targets if t.name == name)

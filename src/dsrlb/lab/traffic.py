@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from dsrlb.lab.httpd import PEER_HEADER
 from dsrlb.lab.topology import IPAddress
 from dsrlb.netlink import run_in_netns
 
@@ -28,6 +29,7 @@ class TrafficReport:
     replies: dict[str, int] = field(default_factory=dict)  # target name (the body) -> count
     errors: dict[str, int] = field(default_factory=dict)  # error kind -> count
     elapsed: float = 0.0
+    peers: dict[str, int] = field(default_factory=dict)  # client address as the targets saw it -> count
 
     @property
     def answered(self) -> int:
@@ -38,9 +40,10 @@ class HttpProbeError(Exception):
     pass
 
 
-def http_get(host: str, port: int, path: str = "/", timeout: float = 2.0,
-             source: str | None = None) -> str:
-    """One GET (new connection); the body stripped. `host` may be a scoped link-local `fe80::1%eth2`."""
+def http_exchange(host: str, port: int, path: str = "/", timeout: float = 2.0,
+                  source: str | None = None) -> tuple[str, str | None]:
+    """One GET (new connection): the body stripped, and the client address the server saw (if it
+    says). `host` may be a scoped link-local `fe80::1%eth2`."""
     source_address = (source, 0) if source else None
     conn = http.client.HTTPConnection(host, port, timeout=timeout, source_address=source_address)
     try:
@@ -49,11 +52,17 @@ def http_get(host: str, port: int, path: str = "/", timeout: float = 2.0,
         body = response.read().decode(errors="replace").strip()
         if response.status != 200:
             raise HttpProbeError(f"HTTP {response.status} from {host}:{port}")
-        return body
+        return body, response.getheader(PEER_HEADER)
     except (OSError, http.client.HTTPException) as exc:
         raise HttpProbeError(f"{host}:{port}: {exc}") from exc
     finally:
         conn.close()
+
+
+def http_get(host: str, port: int, path: str = "/", timeout: float = 2.0,
+             source: str | None = None) -> str:
+    """One GET (new connection); the body stripped. `host` may be a scoped link-local `fe80::1%eth2`."""
+    return http_exchange(host, port, path, timeout, source)[0]
 
 
 def http_get_in(netns: str, host: str, port: int, timeout: float = 2.0) -> str:
@@ -90,6 +99,7 @@ def drive_http(
     def body() -> TrafficReport:
         replies: Counter[str] = Counter()
         errors: Counter[str] = Counter()
+        peers: Counter[str] = Counter()
         start = time.monotonic()
         sent = 0
         while sent < requests and time.monotonic() - start < duration:
@@ -97,11 +107,15 @@ def drive_http(
             source = str(sources[sent % len(sources)]) if sources else None
             sent += 1
             try:
-                replies[http_get(str(host), port, timeout=timeout, source=source)] += 1
+                name, peer = http_exchange(str(host), port, timeout=timeout, source=source)
+                replies[name] += 1
+                if peer is not None:
+                    peers[peer] += 1
             except HttpProbeError as exc:
                 errors[_error_kind(exc)] += 1
             if on_progress is not None:
-                on_progress(TrafficReport(sent, dict(replies), dict(errors), time.monotonic() - start))
-        return TrafficReport(sent, dict(replies), dict(errors), time.monotonic() - start)
+                on_progress(TrafficReport(sent, dict(replies), dict(errors), time.monotonic() - start,
+                                          dict(peers)))
+        return TrafficReport(sent, dict(replies), dict(errors), time.monotonic() - start, dict(peers))
 
     return run_in_netns(netns, body)

@@ -19,7 +19,9 @@ from dsrlb.netlink.types import (
     NeighbourState,
     OperState,
     Resolution,
+    RouteEntry,
     RouteInfo,
+    RouteType,
 )
 
 __all__ = [
@@ -40,7 +42,9 @@ __all__ = [
     "NoRouteError",
     "OperState",
     "Resolution",
+    "RouteEntry",
     "RouteInfo",
+    "RouteType",
     "Sysctl",
     "SysctlError",
     "SysctlKeeper",

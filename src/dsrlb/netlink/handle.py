@@ -28,10 +28,12 @@ from dsrlb.netlink.types import (
     NeighbourResolution,
     NeighbourState,
     Resolution,
+    RouteEntry,
     RouteInfo,
     address_from_msg,
     link_from_msg,
     neighbour_from_msg,
+    route_entry_from_msg,
     route_from_msg,
 )
 
@@ -39,6 +41,7 @@ IFA_F_NODAD = 0x02
 NTF_USE = 0x01
 AF_INET = 2
 AF_INET6 = 10
+RT_TABLE_MAIN = 254
 
 IPNetwork = IPv4Network | IPv6Network
 LinkRef = str | int  # an interface name or ifindex
@@ -211,10 +214,24 @@ class Netlink:
             raise NetlinkFacadeError(f"add route {net}{self._where()}: {exc.args[-1]}") from exc
         return True
 
-    def remove_route(self, prefix: IPNetwork | str) -> bool:
+    def routes(self, family: int | None = None, table: int = RT_TABLE_MAIN) -> list[RouteEntry]:
+        """Every route of `table` (default: main), IPv4 then IPv6 unless `family` (AF_INET/AF_INET6)
+        narrows it; cached clones and routes of other tables are left out."""
+        families = (AF_INET, AF_INET6) if family is None else (family,)
+        entries: list[RouteEntry] = []
+        for fam in families:
+            msgs = self._call("list routes", self._ipr.get_routes, family=fam, table=table)
+            entries += [e for e in map(route_entry_from_msg, msgs) if e.table == table]
+        return entries
+
+    def remove_route(self, prefix: IPNetwork | str, gateway: IPAddress | str | None = None) -> bool:
+        """Delete the route to `prefix` (only the one via `gateway` when given); False when absent."""
         net = ip_network(prefix)
+        spec: dict[str, Any] = {"dst": str(net), "family": _family(net)}
+        if gateway is not None:
+            spec["gateway"] = str(ip_address(gateway))
         try:
-            self._ipr.route("del", dst=str(net), family=_family(net))
+            self._ipr.route("del", **spec)
         except NetlinkError as exc:
             if exc.code in (errno.ESRCH, errno.ENOENT):
                 return False
@@ -259,33 +276,39 @@ class Netlink:
         address: IPAddress | str,
         *,
         timeout: float = 1.0,
+        on_link: LinkRef | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> NeighbourResolution:
         """The MAC of the next hop towards `address`, waiting at most `timeout` seconds.
 
-        The next hop is the route's gateway when the address is routed, else the address itself.
+        The next hop is the route's gateway when the address is routed, else the address itself;
+        with `on_link`, the address is taken as a neighbour on that link whatever the routes say
+        (a route's own gateway, or a neighbour on one of several links of the same prefix).
         A usable entry already in the table answers at once. Otherwise resolution is triggered and
         the table polled (10 ms, doubling up to 100 ms) until the entry is usable, the kernel marks
         it FAILED, or the bound passes (INCOMPLETE).
         """
         dst = ip_address(address)
-        route = self.route_to(dst)
-        hop = route.next_hop
+        if on_link is not None:
+            hop, ifindex = dst, self.ifindex(on_link)
+        else:
+            route = self.route_to(dst)
+            hop, ifindex = route.next_hop, route.ifindex
         deadline = clock() + timeout
         triggered = False
         pause = 0.01
         while True:
-            entry = self.neighbour(hop, route.ifindex)
+            entry = self.neighbour(hop, ifindex)
             if entry is not None and entry.usable:
-                return NeighbourResolution(dst, hop, route.ifindex, Resolution.RESOLVED, entry.mac)
+                return NeighbourResolution(dst, hop, ifindex, Resolution.RESOLVED, entry.mac)
             if entry is not None and entry.state & NeighbourState.FAILED and triggered:
-                return NeighbourResolution(dst, hop, route.ifindex, Resolution.FAILED)
+                return NeighbourResolution(dst, hop, ifindex, Resolution.FAILED)
             if not triggered or entry is None or entry.state & NeighbourState.FAILED:
-                self.trigger_resolution(hop, route.ifindex)
+                self.trigger_resolution(hop, ifindex)
                 triggered = True
             remaining = deadline - clock()
             if remaining <= 0:
-                return NeighbourResolution(dst, hop, route.ifindex, Resolution.INCOMPLETE)
+                return NeighbourResolution(dst, hop, ifindex, Resolution.INCOMPLETE)
             sleep(min(pause, remaining))
             pause = min(pause * 2, 0.1)

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_address, ip_interface
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+    ip_address,
+    ip_interface,
+    ip_network,
+)
 from typing import Any, Protocol
 
 IPAddress = IPv4Address | IPv6Address
 IPInterface = IPv4Interface | IPv6Interface
+IPNetwork = IPv4Network | IPv6Network
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
@@ -159,6 +170,92 @@ def route_from_msg(destination: IPAddress, msg: RtnlMessage) -> RouteInfo:
         gateway=ip_address(gateway) if gateway else None,
         source=ip_address(source) if source else None,
         table=int(msg.get_attr("RTA_TABLE") or msg["table"]),
+    )
+
+
+class RouteType(enum.IntEnum):
+    """RTN_* route types (rtm_type): what a matching packet meets."""
+
+    UNSPEC = 0
+    UNICAST = 1
+    LOCAL = 2
+    BROADCAST = 3
+    ANYCAST = 4
+    MULTICAST = 5
+    BLACKHOLE = 6
+    UNREACHABLE = 7
+    PROHIBIT = 8
+    THROW = 9
+    NAT = 10
+    XRESOLVE = 11
+
+
+RT_TABLE_MAIN = 254
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    """One route of a routing table, as `ip route show table N` lists it.
+
+    A multipath route (RTA_MULTIPATH) is given by its first next hop; `paths` counts them all.
+    """
+
+    prefix: IPNetwork
+    ifindex: int  # 0 for routes without a device (blackhole, unreachable...)
+    gateway: IPAddress | None  # None: the prefix is on-link (a connected route)
+    metric: int
+    table: int
+    protocol: int  # RTPROT_*: 2 kernel, 3 boot, 4 static...
+    kind: RouteType
+    paths: int = 1
+
+    @property
+    def connected(self) -> bool:
+        """Packets to the prefix go straight to the destination's own neighbour entry."""
+        return self.kind is RouteType.UNICAST and self.gateway is None and self.ifindex != 0
+
+    @property
+    def is_default(self) -> bool:
+        return self.prefix.prefixlen == 0
+
+
+def _route_type(raw: Any) -> RouteType:
+    try:
+        return RouteType(int(raw))
+    except (TypeError, ValueError):
+        return RouteType.UNSPEC
+
+
+def _gateway_of(msg: RtnlMessage) -> IPAddress | None:
+    gateway = msg.get_attr("RTA_GATEWAY")
+    via = msg.get_attr("RTA_VIA")  # IPv4 route with an IPv6 next hop (RFC 5549)
+    if gateway is None and isinstance(via, dict):
+        gateway = via.get("addr")
+    return ip_address(gateway) if gateway else None
+
+
+def route_entry_from_msg(msg: RtnlMessage) -> RouteEntry:
+    family = int(msg["family"])
+    any_address = "0.0.0.0" if family == 2 else "::"
+    prefix = ip_network(f"{msg.get_attr('RTA_DST') or any_address}/{int(msg['dst_len'])}", strict=False)
+    ifindex = int(msg.get_attr("RTA_OIF") or 0)
+    gateway = _gateway_of(msg)
+    paths = 1
+    multipath = msg.get_attr("RTA_MULTIPATH")
+    if multipath:
+        first = multipath[0]
+        ifindex = int(first["oif"]) if ifindex == 0 else ifindex
+        gateway = gateway or _gateway_of(first)
+        paths = len(multipath)
+    return RouteEntry(
+        prefix=prefix,
+        ifindex=ifindex,
+        gateway=gateway,
+        metric=int(msg.get_attr("RTA_PRIORITY") or 0),
+        table=int(msg.get_attr("RTA_TABLE") or msg["table"]),
+        protocol=int(msg["proto"]),
+        kind=_route_type(msg["type"]),
+        paths=paths,
     )
 
 
