@@ -73,3 +73,26 @@ def test_start_refuses_a_bad_config(balancer: LabBalancer, tmp_path: Path) -> No
     assert refused.returncode == 1
     assert "bad.conf:2:3" in refused.stderr
     assert dsrlb(balancer, "status").returncode == 3
+
+
+def test_xdp_pins_exist_while_running_and_are_gone_after_stop(balancer: LabBalancer) -> None:
+    # `ip netns exec` gives the daemon a private mount namespace (its pins would vanish with it), so
+    # enter only the network namespace: the pins land in the host's bpffs, where we can look.
+    pins = Path("/sys/fs/bpf/dsrlb") / balancer.netns
+    argv = ["nsenter", f"--net=/run/netns/{balancer.netns}", sys.executable, "-m", "dsrlb.cli.main",
+            "-i", balancer.netns]
+    started = subprocess.run([*argv, "start", "-c", str(balancer.config_path), "--engine", "xdp",
+                              "--xdp-mode", "generic"], capture_output=True, text=True, timeout=60)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert pins.is_dir() and any(pins.iterdir())
+        links = subprocess.run(["ip", "netns", "exec", balancer.netns, "ip", "-d", "link", "show", "eth0"],
+                               capture_output=True, text=True, check=True).stdout
+        assert "prog/xdp" in links
+    finally:
+        stopped = subprocess.run([*argv, "stop"], capture_output=True, text=True, timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not pins.exists()
+    links = subprocess.run(["ip", "netns", "exec", balancer.netns, "ip", "-d", "link", "show", "eth0"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "prog/xdp" not in links
