@@ -174,17 +174,16 @@ class _Checker:
                 "network", nid, "mask", "mask is not a netmask", "contiguous ones such as 255.255.255.0"
             )
             return True
-        for name in ("real", "virt"):
+        self._inside(net, ("real", "virt"), prefix)
+        return True
+
+    def _inside(self, net: Network, names: tuple[str, ...], prefix: IPv4Network | IPv6Network) -> None:
+        """Each of the network's addresses `names` that is set must lie inside `prefix`."""
+        for name in names:
             address = getattr(net, name)
             if address is not None and address not in prefix:
-                self.error(
-                    "network",
-                    nid,
-                    name,
-                    f"{name} {address} is outside network {prefix}",
-                    f"an address inside {prefix}",
-                )
-        return True
+                self.error("network", net.id, name, f"{name} {address} is outside network {prefix}",
+                           f"an address inside {prefix}")
 
     def _network_v6(self, net: Network) -> bool:
         nid = net.id
@@ -208,16 +207,7 @@ class _Checker:
                 "a line `real6 ...` or `addr6 ...`",
             )
             return True
-        for name in ("real6", "virt6"):
-            address = getattr(net, name)
-            if address is not None and address not in prefix:
-                self.error(
-                    "network",
-                    nid,
-                    name,
-                    f"{name} {address} is outside network {prefix}",
-                    f"an address inside {prefix}",
-                )
+        self._inside(net, ("real6", "virt6"), prefix)
         return True
 
     def vrrp(self) -> None:

@@ -116,15 +116,21 @@ def _merge_maps(*maps: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ..
 SEED_001_REMAP = Remap(networks=((IPv4Network("172.16.1.0/24"), IPv4Network("192.0.2.0/24")),))
 
 
-def build_dsr(lab: Lab) -> LabTopology:
-    """Seed 001: single-legged DSR, VIP 192.0.2.10, targets .100/.101, router .254."""
+def _routed_lan(lab: Lab, router_address: str) -> list[IPAddress]:
+    """The LAN switch, the forwarding router on it (eth0 = `router_address`) and the client network
+    behind the router (eth1); returns the client source addresses."""
     for role in ("rt", "sw"):
         lab.add_node(role)
     lab.bridge("sw")
     lab.plug("rt", "eth0", "sw")
-    lab.address("rt", "eth0", "192.0.2.254/24")
+    lab.address("rt", "eth0", router_address)
     lab.sysctl("rt", Sysctl.ipv4("ip_forward"), 1)
-    sources = _client(lab, "eth1", "203.0.113.0/24", 1, 10)
+    return _client(lab, "eth1", "203.0.113.0/24", 1, 10)
+
+
+def build_dsr(lab: Lab) -> LabTopology:
+    """Seed 001: single-legged DSR, VIP 192.0.2.10, targets .100/.101, router .254."""
+    sources = _routed_lan(lab, "192.0.2.254/24")
     vip = ip_address("192.0.2.10")
     balancer, mapping = _balancer(lab, "lb", "balancer", (("eth0", "sw"),), "seed001-dsr.conf",
                                   SEED_001_REMAP)
@@ -144,13 +150,7 @@ def build_dsr(lab: Lab) -> LabTopology:
 
 def build_ha_dsr(lab: Lab) -> LabTopology:
     """Seed 000: two DSR balancer nodes (VRRP vrid 9, sync), targets on 80+443 with agents on 439."""
-    for role in ("rt", "sw"):
-        lab.add_node(role)
-    lab.bridge("sw")
-    lab.plug("rt", "eth0", "sw")
-    lab.address("rt", "eth0", "192.0.2.254/24")
-    lab.sysctl("rt", Sysctl.ipv4("ip_forward"), 1)
-    sources = _client(lab, "eth1", "203.0.113.0/24", 1, 10)
+    sources = _routed_lan(lab, "192.0.2.254/24")
     vip = ip_address("192.0.2.10")
     script = ((SCRIPT_CHECK_SEED, SCRIPT_CHECK_LAB),)
     uplink = (("eth0", "sw"),)
@@ -176,13 +176,7 @@ SEED_004_REMAP = Remap(networks=((IPv4Network("10.10.1.0/24"), IPv4Network("198.
 
 def build_lvs_dr(lab: Lab) -> LabTopology:
     """Seed 004: LVS routers lvs-d01/.21 and lvs-d02/.22, real servers .23/.24, VIP .20, gateway .1."""
-    for role in ("rt", "sw"):
-        lab.add_node(role)
-    lab.bridge("sw")
-    lab.plug("rt", "eth0", "sw")
-    lab.address("rt", "eth0", "198.51.100.1/24")
-    lab.sysctl("rt", Sysctl.ipv4("ip_forward"), 1)
-    sources = _client(lab, "eth1", "203.0.113.0/24", 1, 10)
+    sources = _routed_lan(lab, "198.51.100.1/24")
     vip = ip_address("198.51.100.20")
     balancers, maps = [], []
     for role, name, host in (("d01", "lvs-d01", 21), ("d02", "lvs-d02", 22)):
