@@ -328,3 +328,61 @@ def test_hung_script_is_killed_with_its_group_while_other_checks_stay_on_time(
     assert alive == []
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(starts) >= 4 and max(gaps) < 1.5  # the tcpopen check kept its 1 s interval
+
+
+def test_hundreds_of_tcpopen_and_ping_checks_on_the_multiplexed_probers(lab: Lab) -> None:
+    """The scheduler's fast path with real sources: 100 live targets, 100 absent ones, no task per probe."""
+    lab.http_server()
+    both = (TcpOpenCheck(8080, 1, 2), PingCheck(1, 2))
+    cfg = Config(networks=(NET,), targets=tuple(
+        target(i, "192.0.2.2" if i <= 100 else "192.0.2.9", *both) for i in range(1, 201)))
+
+    async def main() -> tuple[dict[int, HealthState], dict[str, int], str, int]:
+        kit = ProbeKit()
+        for _ in range(100):  # the server takes a moment to start listening
+            if (await kit.run(TcpOpenCheck(8080, 1, 1), T4, 1.0)).ok:
+                break
+            await asyncio.sleep(0.1)
+        kit.close()
+        sched = HealthScheduler(cfg)
+        before = len(asyncio.all_tasks())
+        await sched.start()
+        most_tasks = 0
+        try:
+            for _ in range(40):  # 4 s: two windows
+                await asyncio.sleep(0.1)
+                most_tasks = max(most_tasks, len(asyncio.all_tasks()) - before)
+            view = sched.target(150)
+            return ({v.target_id: v.state for v in sched.snapshot()}, sched.counters(),
+                    view.reason if view is not None else "", most_tasks)
+        finally:
+            await sched.stop()
+
+    states, counters, reason, most_tasks = lab.run(main)
+    assert all(states[i] is HealthState.UP for i in range(1, 101))
+    assert all(states[i] is HealthState.DOWN for i in range(101, 201))
+    assert "ping 1,2" in reason and "tcpopen 8080,1,2" in reason
+    assert most_tasks == 0  # probes are not tasks
+    assert counters["probes_ok"] >= 100 * 2 * 3  # two checks of 100 live targets, every second
+    finished = counters["probes_ok"] + counters["probes_failed"]
+    assert finished + counters["in_flight"] == counters["probes_started"]
+
+
+def test_ping_from_a_source_we_do_not_have_fails_and_keeps_probing(lab: Lab) -> None:
+    absent_real = Network(1, addr=IPv4Address("192.0.2.0"), mask=IPv4Address("255.255.255.0"),
+                          real=IPv4Address("192.0.2.77"), registered=True, enabled=True)
+    cfg = Config(networks=(absent_real,), targets=(target(1, "192.0.2.2", PingCheck(1, 2)),))
+
+    async def main() -> tuple[str, dict[str, int]]:
+        sched = HealthScheduler(cfg)
+        await sched.start()
+        try:
+            await asyncio.sleep(3.5)
+            view = sched.target(1)
+            return (view.checks[0].detail if view is not None else ""), sched.counters()
+        finally:
+            await sched.stop()
+
+    detail, counters = lab.run(main)
+    assert detail == "Cannot assign requested address"
+    assert counters["probes_failed"] >= 3 and counters["in_flight"] == 0

@@ -6,8 +6,10 @@ when given (the balancer's `real`/`real6` address, as BalanceNG does) and bounde
 (default `state.probe_timeout`: min(interval, window)).
 
 Choices (docs/health.md has the operator's view):
-- ping/ping6: one raw ICMP socket per (family, source) shared by all probes, replies matched by
-  (address, identifier, sequence); an unprivileged datagram ICMP socket when raw is not allowed.
+- ping/ping6 and tcpopen run on the multiplexed probers of `multiplex.py` (no task per probe; the
+  scheduler starts them directly, `run()` wraps them in a future): one ICMP socket per (family,
+  source) shared by all pings, replies matched by (address, identifier, sequence), an unprivileged
+  datagram ICMP socket when raw is not allowed; tcpopen connects on one epoll set.
 - arp/ndp: an ARP request / neighbour solicitation of our own on the egress interface, answered or
   not. Asking the kernel's neighbour table instead would report a REACHABLE entry for up to
   base_reachable_time after the target died, and flushing entries would disturb the next-hop MACs
@@ -23,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import re
 import shlex
 import signal
@@ -36,12 +37,11 @@ from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from dsrlb.agent.protocol import DropCounters, ReplyMatcher
+from dsrlb.health.multiplex import EchoProber, TcpConnectProber, canonical_address, why
 from dsrlb.health.packets import (
     build_arp_request,
-    build_echo_request,
     build_neighbour_solicitation,
     parse_arp_reply,
-    parse_echo_reply,
     parse_neighbour_advertisement,
     solicited_node_multicast,
 )
@@ -58,7 +58,6 @@ from dsrlb.model import (
 
 IPAddress = IPv4Address | IPv6Address
 
-IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h: pick the source port at connect(), not at bind()
 ICMP6_FILTER = 1  # linux/icmpv6.h
 ETH_P_ARP = 0x0806
 MAX_HTTP_RESPONSE = 64 * 1024
@@ -88,12 +87,10 @@ class ProbeError(Exception):
     """A probe failed for a reason worth showing (the message is the detail)."""
 
 
-_LINGER_RST = struct.pack("ii", 1, 0)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
+def _settle(future: asyncio.Future[ProbeResult], ok: bool, latency: float | None, detail: str) -> None:
+    """The multiplexed probers' result callback for `ProbeKit.run`."""
     if not future.done():
-        future.set_result(None)
+        future.set_result(ProbeResult(ok, latency, detail))
 
 
 def _family(address: IPAddress) -> socket.AddressFamily:
@@ -128,72 +125,6 @@ def substitute_macros(command: str, target: ProbeTarget) -> str:
     return command.replace("$ipaddr6$", v6).replace("$ipaddr$", str(target.address)).replace("$port$", port)
 
 
-# --- ICMP echo ---------------------------------------------------------------------------------------
-
-
-class _Pinger:
-    """One ICMP socket shared by every ping of a family and source address."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, ipv6: bool, source: IPAddress | None) -> None:
-        family = socket.AF_INET6 if ipv6 else socket.AF_INET
-        proto = socket.IPPROTO_ICMPV6 if ipv6 else socket.IPPROTO_ICMP
-        try:
-            self.sock = socket.socket(family, socket.SOCK_RAW, proto)
-            self.ip_header = not ipv6  # raw IPv4 sockets deliver the IP header, IPv6 ones do not
-        except PermissionError:
-            self.sock = socket.socket(family, socket.SOCK_DGRAM, proto)  # net.ipv4.ping_group_range
-            self.ip_header = False
-        self.raw = self.sock.type == socket.SOCK_RAW
-        self.sock.setblocking(False)
-        if source is not None:
-            self.sock.bind(_sockaddr(source, 0))
-        self.ipv6 = ipv6
-        self.loop = loop
-        self.ident = random.getrandbits(16)
-        self.seq = random.getrandbits(16)
-        self.waiting: dict[tuple[str, int], asyncio.Future[None]] = {}
-        loop.add_reader(self.sock.fileno(), self._readable)
-
-    async def ping(self, address: IPAddress) -> None:
-        self.seq = (self.seq + 1) & 0xFFFF
-        key = (address.compressed, self.seq)
-        done: asyncio.Future[None] = self.loop.create_future()
-        self.waiting[key] = done
-        try:
-            packet = build_echo_request(self.ident, self.seq, b"dsrlb-health", ipv6=self.ipv6)
-            self.sock.sendto(packet, _sockaddr(address, 0))
-            await done
-        finally:
-            self.waiting.pop(key, None)
-
-    def _readable(self) -> None:
-        for _ in range(256):  # bounded so one busy socket cannot starve the loop
-            try:
-                data, peer = self.sock.recvfrom(2048)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            parsed = parse_echo_reply(data, ipv6=self.ipv6, ip_header=self.ip_header)
-            if parsed is None or (self.raw and parsed[0] != self.ident):
-                continue  # not ours: other pings, other ICMP
-            try:
-                sender = ip_address(str(peer[0]).split("%")[0]).compressed
-            except ValueError:
-                continue
-            done = self.waiting.get((sender, parsed[1]))
-            if done is not None and not done.done():
-                done.set_result(None)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.loop.remove_reader(self.sock.fileno())
-        self.sock.close()
-        for done in self.waiting.values():
-            if not done.done():
-                done.cancel()
-
-
 @dataclass(frozen=True)
 class _Route:
     ifindex: int
@@ -209,7 +140,8 @@ class ProbeKit:
     def __init__(self, agent_secret: bytes | None = None) -> None:
         self.agent_secret = agent_secret
         self.agent_drops = DropCounters()
-        self._pingers: dict[tuple[bool, IPAddress | None], _Pinger] = {}
+        self._tcp: TcpConnectProber | None = None
+        self._pingers: dict[tuple[bool, str | None], EchoProber] = {}
         self._routes: dict[IPAddress, tuple[float, _Route]] = {}
         self._tls = ssl.create_default_context()
         # A health check asks "does it answer", not "is the certificate valid" (keepalived SSL_GET
@@ -218,15 +150,42 @@ class ProbeKit:
         self._tls.verify_mode = ssl.CERT_NONE
 
     def close(self) -> None:
+        """Close the shared sockets; probes still in flight on them fail at once."""
+        if self._tcp is not None:
+            self._tcp.close()
+            self._tcp = None
         for pinger in self._pingers.values():
             pinger.close()
         self._pingers.clear()
+
+    def tcp_prober(self, loop: asyncio.AbstractEventLoop | None = None) -> TcpConnectProber:
+        """The tcpopen multiplexer of `loop` (default: the running loop), made on first use."""
+        loop = loop if loop is not None else asyncio.get_running_loop()
+        if self._tcp is None or self._tcp.closed or self._tcp.loop is not loop:
+            self._tcp = TcpConnectProber(loop)
+        return self._tcp
+
+    def echo_prober(
+        self, ipv6: bool, source: str | None, loop: asyncio.AbstractEventLoop | None = None,
+    ) -> EchoProber:
+        """The ICMP socket for pings of one family from one source (None: the kernel picks)."""
+        loop = loop if loop is not None else asyncio.get_running_loop()
+        pinger = self._pingers.get((ipv6, source))
+        if pinger is None or pinger.closed or pinger.loop is not loop:
+            pinger = self._pingers[(ipv6, source)] = EchoProber(loop, ipv6, source)
+        return pinger
 
     async def run(self, check: Check, target: ProbeTarget, timeout: float) -> ProbeResult:
         loop = asyncio.get_running_loop()
         started = loop.time()
         if target.source is not None and _family(target.source) != _family(target.address):
             target = ProbeTarget(target.address, target.port, None)  # a real of the other family
+        try:
+            multiplexed = self._multiplexed(check, target, timeout)
+        except OSError as exc:  # the shared socket cannot be made (a source address we do not have)
+            return ProbeResult(False, None, why(exc))
+        if multiplexed is not None:  # tcpopen and ping keep their own deadlines
+            return await multiplexed
         try:
             async with asyncio.timeout(timeout):
                 detail, load = await self._dispatch(check, target, timeout)
@@ -238,24 +197,40 @@ class ProbeKit:
             return ProbeResult(False, loop.time() - started, str(exc))
         except OSError as exc:
             # asyncio's connect errors carry "Connect call failed (...)" as text; the errno says why
-            why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
-            return ProbeResult(False, None, why)
+            return ProbeResult(False, None, why(exc))
         except ssl.SSLError as exc:
             return ProbeResult(False, None, f"TLS: {exc.reason or exc}")
         return ProbeResult(True, loop.time() - started, detail, load)
 
+    def _multiplexed(
+        self, check: Check, target: ProbeTarget, timeout: float,
+    ) -> asyncio.Future[ProbeResult] | None:
+        """Start a tcpopen or ping probe on the shared multiplexers; None for other checks."""
+        address = target.address
+        family = _family(address)
+        if isinstance(check, TcpOpenCheck):
+            done: asyncio.Future[ProbeResult] = asyncio.get_running_loop().create_future()
+            bind_to = _sockaddr(target.source, 0) if target.source is not None else None
+            self.tcp_prober().start(_settle, done, family, _sockaddr(address, check.port), timeout, bind_to)
+            return done
+        if isinstance(check, PingCheck) and isinstance(address, IPv6Address) == check.ipv6:
+            done = asyncio.get_running_loop().create_future()
+            source = str(target.source) if target.source is not None else None
+            self.echo_prober(check.ipv6, source).start(_settle, done, canonical_address(family, str(address)),
+                                                       timeout)
+            return done
+        return None
+
     async def _dispatch(self, check: Check, target: ProbeTarget, timeout: float) -> tuple[str, float | None]:
         match check:
-            case PingCheck(ipv6=v6):
-                return await self._ping(self._need_family(target, v6, "ping"), target.source), None
+            case PingCheck(ipv6=v6):  # only a family mismatch comes here (the rest is multiplexed)
+                self._need_family(target, v6, "ping")
+                raise ProbeError(f"unsupported check {check!r}")
             case NeighbourCheck(ipv6=v6):
                 addr = self._need_family(target, v6, "ndp" if v6 else "arp")
                 if isinstance(addr, IPv6Address):
                     return await self._ndp(addr, target.source), None
                 return await self._arp(addr, target.source), None
-            case TcpOpenCheck(port=port):
-                await self._tcp_open(target, port)
-                return "connected", None
             case AgentCheck(port=port, ipv6=v6):
                 return await self._agent(self._need_family(target, v6, "agent"), port, target.source)
             case HttpCheck():
@@ -274,44 +249,6 @@ class ProbeKit:
         return target.address
 
     # --- the probes ----------------------------------------------------------------------------------
-
-    async def _ping(self, address: IPAddress, source: IPAddress | None) -> str:
-        ipv6 = isinstance(address, IPv6Address)
-        if source is not None and isinstance(source, IPv6Address) != ipv6:
-            source = None  # a real of the other family: let the kernel choose
-        pinger = self._pingers.get((ipv6, source))
-        if pinger is None:
-            pinger = self._pingers[(ipv6, source)] = _Pinger(asyncio.get_running_loop(), ipv6, source)
-        await pinger.ping(address)
-        return "echo reply"
-
-    async def _tcp_open(self, target: ProbeTarget, port: int) -> None:
-        # A hand-rolled non-blocking connect: loop.sock_connect would re-parse the address and set up
-        # more callbacks per call, which shows at 10k probes per second (bench/health.py).
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(_family(target.address), socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-            if target.source is not None:
-                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-                sock.bind(_sockaddr(target.source, 0))
-            try:
-                sock.connect(_sockaddr(target.address, port))
-                return
-            except BlockingIOError:
-                pass
-            writable: asyncio.Future[None] = loop.create_future()
-            fd = sock.fileno()
-            loop.add_writer(fd, _resolve, writable)
-            try:
-                await writable
-            finally:
-                loop.remove_writer(fd)
-            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if error:
-                raise OSError(error, os.strerror(error))
-        finally:
-            sock.close()
 
     async def _agent(self, address: IPAddress, port: int, source: IPAddress | None) -> tuple[str, float]:
         loop = asyncio.get_running_loop()

@@ -4,12 +4,21 @@ The daemon owns one `HealthScheduler`: `await start()`, `reconfigure(config)` on
 `subscribe(callback)` for `TargetStateChanged` / `GatewayStateChanged` events, `snapshot()` for
 `show targets`, `loads()` for the `agent` / `rndagent` methods, `await stop()` at exit.
 
-How it keeps 10k targets at 1 s cheap and on time:
-- one heap of per-target deadlines and one loop timer armed for the earliest; no task per target;
-- a task only per running probe, at most `max_concurrency` of them; further due probes wait in a
-  FIFO (a target's check never has two probes at once: the state machine knows it is in flight);
-- first probes are spread over min(interval, 1 s) by a hash of target and check, so a reload does
-  not send every probe in the same millisecond;
+How it keeps 10k targets at 1 s cheap and on time (bench/health.py, docs/health.md):
+- first probes are spread over min(interval, 1 s) by a hash of target and check, on a grid of
+  1/256 s: a reload does not send every probe in the same millisecond, and as probes run at a fixed
+  rate, 10,000 checks share at most 256 deadlines a second instead of one each;
+- so the timer structure is a wheel: subjects in one list per distinct deadline, and a small heap
+  of those deadlines (about 256 a second, not 10,000); one loop timer armed for the earliest. A
+  reschedule is a list append, nothing allocated per probe. Superseded entries are skipped, and
+  dropped before the timer is armed, so they never wake the loop;
+- tcpopen and ping probes (the default probe kit) start directly on the multiplexed probers of
+  `multiplex.py`: no task, future or timer per probe, results come back in batches. Other checks
+  run as one task per probe;
+- at most `max_concurrency` probes are in flight; further due probes wait in a FIFO (a check
+  never has two probes at once: the state machine knows it is in flight);
+- the hot path works on `_CheckSlot`s made at configuration time (the check's machine, its socket
+  address and prober), so a probe costs no dataclass, no hashing of a Check and no string formatting;
 - every probe runs under its own timeout, so a hung probe (a script that sleeps, a black-holed
   SYN) only ever holds its own slot.
 
@@ -23,21 +32,24 @@ scripts, killed with their process group after `alert_timeout` seconds.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import logging
 import math
 import resource
 import shlex
+import socket
 import time
-import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import TypeAlias
 
+from dsrlb.health.multiplex import EchoProber, TcpConnectProber, canonical_address, why
 from dsrlb.health.probes import ProbeKit, ProbeResult, ProbeTarget, run_script, substitute_macros
 from dsrlb.health.state import (
+    CheckMachine,
     GatewayHealth,
     HealthEvent,
     HealthState,
@@ -46,7 +58,7 @@ from dsrlb.health.state import (
     check_label,
     probe_timeout,
 )
-from dsrlb.model import AgentCheck, Check, Config, HealthPolicy, Target
+from dsrlb.model import AgentCheck, Check, Config, HealthPolicy, PingCheck, Target, TcpOpenCheck
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +66,17 @@ IPAddress = IPv4Address | IPv6Address
 ProbeFunction: TypeAlias = Callable[[Check, ProbeTarget, float], Awaitable[ProbeResult]]
 Subscriber: TypeAlias = Callable[[HealthEvent], None]
 DOWNISH = (HealthState.DOWN, HealthState.QUIESCED)
+SPREAD_GRID = 256  # first probes start on 1/256 s boundaries (a power of two: exact in binary floats)
+MAX_CONCURRENCY = 65536
+# Subjects handled per timer wake-up. Starting a tcpopen probe costs tens of microseconds of system
+# calls; after this many the loop gets to collect results before we go on (the rest of the due
+# subjects follow at once), so an overloaded machine delays probes instead of timing them out.
+SUBJECTS_PER_WAKE = 256
+
+# How a check's probe runs (_CheckSlot.way)
+BY_TASK = "task"  # a task running the probe function (every check type; the only way for a custom probe)
+BY_TCP = "tcp"  # TcpConnectProber.start
+BY_ECHO = "echo"  # EchoProber.start
 
 
 @dataclass(frozen=True)
@@ -104,6 +127,56 @@ class _Subject:
         self.scheduled = math.inf  # deadline of this subject's valid heap entry
         self.loads: dict[Check, float] = {}
         self.model: Target | None = None
+        self.slots: list[_CheckSlot] = []
+
+
+class _CheckSlot:
+    """One check of one subject, as the probe hot path needs it: made at configuration time.
+
+    It is the token the multiplexed probers hand back with a result. `alive` turns False when the
+    check or its subject is removed, so a late result is ignored without looking anything up.
+    """
+
+    __slots__ = ("alive", "bind_to", "check", "echo_address", "echo_source", "family", "is_agent",
+                 "machine", "prober", "result_due", "sockaddr", "subject", "target", "timeout", "way")
+
+    def __init__(self, subject: _Subject, check: Check, machine: CheckMachine) -> None:
+        self.subject = subject
+        self.check = check
+        self.machine = machine
+        self.alive = True
+        self.is_agent = isinstance(check, AgentCheck)
+        self.timeout = probe_timeout(check)
+        self.target: ProbeTarget | None = None
+        self.way = BY_TASK
+        self.family = socket.AF_INET
+        self.sockaddr: tuple[str, int] = ("", 0)
+        self.bind_to: tuple[str, int] | None = None
+        self.echo_address = ""
+        self.echo_source: str | None = None
+        self.prober: TcpConnectProber | EchoProber | None = None  # resolved on the first probe
+        # A multiplexed probe's result comes by its timeout at the latest (the prober guarantees it),
+        # so no wake-up for the window is needed before then (CheckMachine.next_deadline).
+        self.result_due = math.inf
+
+    def aim(self, target: ProbeTarget | None, multiplexed: bool) -> None:
+        """Where the probes go and which way they run (the socket addresses are computed once here)."""
+        self.target, self.way, self.prober = target, BY_TASK, None
+        if target is None or not multiplexed:
+            return
+        address, check = target.address, self.check
+        self.family = socket.AF_INET6 if isinstance(address, IPv6Address) else socket.AF_INET
+        source = target.source
+        if source is not None and isinstance(source, IPv6Address) != isinstance(address, IPv6Address):
+            source = None  # a real of the other family: the kernel picks (as ProbeKit.run does)
+        if isinstance(check, TcpOpenCheck):
+            self.way = BY_TCP
+            self.sockaddr = (str(address), check.port)
+            self.bind_to = (str(source), 0) if source is not None else None
+        elif isinstance(check, PingCheck) and check.ipv6 == isinstance(address, IPv6Address):
+            self.way = BY_ECHO
+            self.echo_address = canonical_address(self.family, str(address))
+            self.echo_source = str(source) if source is not None else None
 
 
 def service_port(config: Config, target: Target) -> int | None:
@@ -131,14 +204,21 @@ def source_address(config: Config, address: IPAddress) -> IPAddress | None:
 
 
 def _spread(key: int | None, check: Check, now: float) -> float:
-    fraction = zlib.crc32(f"{key}/{check_label(check)}".encode()) / 2**32
-    return now + fraction * min(float(check.interval), 1.0)
+    """When a new check's first probe is due: a hash of target and check picks a point in the next
+    min(interval, 1 s), rounded down to the 1/256 s grid (the machine starts a probe at once when
+    that is already past). Probes then follow at a fixed rate, so checks stay on the grid."""
+    # blake2b, not crc32: the top bits of crc32 cluster for keys that differ in a digit or two
+    # (200 targets fell on 42 of 256 slots), which bunches probes
+    digest = hashlib.blake2b(f"{key}/{check_label(check)}".encode(), digest_size=8).digest()
+    fraction = int.from_bytes(digest, "big") / 2**64
+    first = now + fraction * min(float(check.interval), 1.0)
+    return math.floor(first * SPREAD_GRID) / SPREAD_GRID
 
 
 def default_concurrency() -> int:
-    """Half the file-descriptor limit, at most 4096: each running probe holds a socket."""
+    """Half the file-descriptor limit (each running probe holds a socket), at most 65536."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(16, min(4096, soft // 2 if soft > 0 else 4096))
+    return max(16, min(MAX_CONCURRENCY, soft // 2 if soft > 0 else 4096))
 
 
 class HealthScheduler:
@@ -149,16 +229,22 @@ class HealthScheduler:
         self._kit = kit if kit is not None else ProbeKit()
         self._kit.agent_secret = agent_secret(config)
         self._probe: ProbeFunction = probe if probe is not None else self._kit.run
+        # tcpopen and ping go straight to the multiplexed probers unless a custom probe function
+        # (tests, instrumentation) must see every probe
+        self._multiplexed = probe is None
         self._max = max_concurrency if max_concurrency is not None else default_concurrency()
         self._alert_timeout = alert_timeout
         self._config = config
         self._targets: dict[int, _Subject] = {}
         self._gateway: _Subject | None = None
-        self._heap: list[tuple[float, int, _Subject]] = []
-        self._seq = 0
+        # the timer wheel: subjects by deadline, and the heap of those deadlines (each once)
+        self._wheel: dict[float, list[_Subject]] = {}
+        self._deadlines: list[float] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
-        self._queue: deque[tuple[_Subject, Check]] = deque()
+        self._walking = False  # inside _run_due: the timer is armed once at the end, not per subject
+        self._queue: deque[_CheckSlot] = deque()
+        self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._subscribers: list[Subscriber] = []
         self._guard: dict[asyncio.Task[None], float] = {}
@@ -182,13 +268,18 @@ class HealthScheduler:
             if timer is not None:
                 timer.cancel()
         self._timer = self._guard_timer = None
+        self._timer_at = math.inf
+        self._loop = None  # from here on results are late: the kit fails its probes in flight on close
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._queue.clear()
         self._kit.close()
-        self._loop = None
+        self._in_flight = 0
+        for subject in self._subjects():
+            for slot in subject.slots:
+                slot.prober = None
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(event)` for every state change; returns the unsubscribe function."""
@@ -237,7 +328,7 @@ class HealthScheduler:
         return out
 
     def counters(self) -> dict[str, int]:
-        return {**self.stats, "in_flight": len(self._tasks), "queued": len(self._queue),
+        return {**self.stats, "in_flight": self._in_flight, "queued": len(self._queue),
                 **{f"agent_drop_{k}": v for k, v in self._kit.agent_drops.counts.items()}}
 
     def _load(self, subject: _Subject) -> float | None:
@@ -261,11 +352,14 @@ class HealthScheduler:
 
     # --- configuration ---------------------------------------------------------------------------
 
+    def _subjects(self) -> list[_Subject]:
+        return [*self._targets.values(), *([self._gateway] if self._gateway is not None else [])]
+
     def _apply(self, config: Config, now: float) -> None:
         wanted = {t.id: t for t in config.targets if t.registered and t.address is not None}
         for tid in list(self._targets):
             if tid not in wanted:
-                del self._targets[tid]  # its heap entries and probe results are ignored from now on
+                self._forget(self._targets.pop(tid))
         for tid, target in wanted.items():
             assert target.address is not None
             probe_target = ProbeTarget(target.address, service_port(config, target),
@@ -278,8 +372,9 @@ class HealthScheduler:
                     tid, TargetHealth(tid, target.checks, target.health, now, spread), targets)
             elif set(subject.health.machines) != set(target.checks) or subject.health.policy != target.health:
                 self._publish(subject.health.reconfigure(target.checks, target.health, now, spread))
-                subject.probe_targets = targets
+            subject.probe_targets = targets  # an address or source change applies to the next probe
             subject.model = target
+            self._bind_slots(subject)
             self._schedule(subject)
         self._apply_gateway(config, now)
 
@@ -292,6 +387,8 @@ class HealthScheduler:
                 if address is not None:
                     targets[check] = ProbeTarget(address, None, source_address(config, address))
         if not targets:
+            if self._gateway is not None:
+                self._forget(self._gateway)
             self._gateway = None
             return
         spread = {c: _spread(None, c, now) for c in targets}
@@ -301,24 +398,48 @@ class HealthScheduler:
             if set(self._gateway.health.machines) != set(targets):
                 self._publish(self._gateway.health.reconfigure(list(targets), HealthPolicy(), now, spread))
             self._gateway.probe_targets = targets
+        self._bind_slots(self._gateway)
         self._schedule(self._gateway)
+
+    def _bind_slots(self, subject: _Subject) -> None:
+        """One slot per machine: kept while the machine is (its probe in flight stays valid)."""
+        old = {slot.machine: slot for slot in subject.slots}
+        slots = []
+        for check, machine in subject.health.machines.items():
+            slot = old.pop(machine, None) or _CheckSlot(subject, check, machine)
+            slot.aim(subject.probe_targets.get(check), self._multiplexed)
+            slots.append(slot)
+        for gone in old.values():
+            gone.alive = False
+        subject.slots = slots
+
+    @staticmethod
+    def _forget(subject: _Subject) -> None:
+        """A removed target (or gateway): its wheel entries and probe results are ignored from now on."""
+        for slot in subject.slots:
+            slot.alive = False
+        subject.scheduled = math.nan  # equal to no deadline: every wheel entry of it is superseded
 
     # --- the timer loop --------------------------------------------------------------------------
 
-    def _alive(self, subject: _Subject) -> bool:
-        if subject.key is None:
-            return subject is self._gateway
-        return self._targets.get(subject.key) is subject
-
     def _schedule(self, subject: _Subject) -> None:
-        deadline = subject.health.next_deadline()
-        if deadline == subject.scheduled or math.isinf(deadline):
-            subject.scheduled = deadline
+        deadline = math.inf
+        for slot in subject.slots:
+            wake = slot.machine.next_deadline(slot.result_due)
+            if wake < deadline:
+                deadline = wake
+        if deadline == subject.scheduled:
             return
         subject.scheduled = deadline
-        self._seq += 1
-        heapq.heappush(self._heap, (deadline, self._seq, subject))
-        if deadline < self._timer_at:
+        if deadline == math.inf:
+            return
+        bucket = self._wheel.get(deadline)
+        if bucket is not None:
+            bucket.append(subject)  # the timer is armed at or before this deadline already
+            return
+        self._wheel[deadline] = [subject]
+        heapq.heappush(self._deadlines, deadline)
+        if deadline < self._timer_at and not self._walking:
             self._arm(deadline)
 
     def _arm(self, when: float) -> None:
@@ -330,46 +451,105 @@ class HealthScheduler:
         self._timer = self._loop.call_at(when, self._run_due)
 
     def _run_due(self) -> None:
+        """Tick every subject whose deadline passed and start the probes that are due."""
         loop = self._loop
         if loop is None:
             return
+        if self._timer is not None:
+            self._timer.cancel()  # when called from start/reconfigure rather than by the timer
         self._timer, self._timer_at = None, math.inf
         now = loop.time()
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            deadline, _seq, subject = heapq.heappop(heap)
-            if deadline != subject.scheduled or not self._alive(subject):
-                continue  # superseded by a newer entry, or removed
-            subject.scheduled = math.inf
-            self._publish(subject.health.tick(now))
-            for check in subject.health.due_checks(now):
-                subject.health.probe_started(check, now)
-                self._queue.append((subject, check))
-            self._schedule(subject)
-        self._drain_queue()
-        if heap and heap[0][0] < self._timer_at:
-            self._arm(heap[0][0])
+        deadlines, wheel = self._deadlines, self._wheel
+        budget = SUBJECTS_PER_WAKE
+        self._walking = True
+        try:
+            while deadlines and deadlines[0] <= now and budget:
+                deadline = heapq.heappop(deadlines)
+                bucket = wheel.pop(deadline)
+                for index, subject in enumerate(bucket):
+                    if subject.scheduled != deadline:
+                        continue  # superseded by a newer entry, or removed
+                    if not budget:  # the rest after the loop has collected results
+                        wheel[deadline] = bucket[index:]
+                        heapq.heappush(deadlines, deadline)
+                        break
+                    budget -= 1
+                    self._wake(subject, now)
+        finally:
+            self._walking = False
+        if self._queue:
+            self._drain_queue()
+        # buckets of superseded entries only must not wake the loop: drop them before arming
+        while deadlines and not any(s.scheduled == deadlines[0] for s in wheel[deadlines[0]]):
+            del wheel[heapq.heappop(deadlines)]
+        if deadlines:
+            self._arm(deadlines[0])  # in the past when the budget ran out: runs after the loop's I/O
+
+    def _wake(self, subject: _Subject, now: float) -> None:
+        """A subject's deadline passed: apply its windows, start its due probes, schedule it anew."""
+        subject.scheduled = math.inf
+        for slot in subject.slots:
+            if now >= slot.machine.window_end:  # a window ran out: apply it first
+                events = subject.health.tick(now)
+                if events:
+                    self._publish(events)
+                break
+        for slot in subject.slots:
+            machine = slot.machine
+            if not machine.in_flight and now >= machine.next_probe_at:
+                machine.probe_started(now)
+                if self._in_flight < self._max and not self._queue:
+                    self._start(slot, now)
+                else:
+                    self._queue.append(slot)
+        self._schedule(subject)
 
     def _drain_queue(self) -> None:
         loop = self._loop
-        while self._queue and len(self._tasks) < self._max and loop is not None:
-            subject, check = self._queue.popleft()
-            if not self._alive(subject) or check not in subject.health.machines:
-                continue
-            task = loop.create_task(self._run_probe(subject, check))
-            self._tasks.add(task)
-            task.add_done_callback(self._probe_done)
+        now = loop.time() if loop is not None else 0.0
+        while self._queue and self._in_flight < self._max and self._loop is not None:
+            slot = self._queue.popleft()
+            if slot.alive:
+                self._start(slot, now)
 
-    def _probe_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._drain_queue()
-
-    async def _run_probe(self, subject: _Subject, check: Check) -> None:
-        target = subject.probe_targets.get(check)
-        if target is None:
-            return
-        timeout = probe_timeout(check)
+    def _start(self, slot: _CheckSlot, now: float) -> None:
+        """Start one probe: on a multiplexed prober (no allocation but a tuple) or as a task."""
+        loop = self._loop
+        assert loop is not None
+        self._in_flight += 1
         self.stats["probes_started"] += 1
+        way = slot.way
+        if way is not BY_TASK:
+            slot.result_due = now + slot.timeout
+        if way is BY_TCP:
+            tcp = slot.prober
+            if tcp is None or tcp.closed:
+                try:
+                    tcp = slot.prober = self._kit.tcp_prober(loop)
+                except OSError as exc:  # no epoll: out of descriptors
+                    loop.call_soon(self._deliver, slot, False, None, why(exc))
+                    return
+            assert isinstance(tcp, TcpConnectProber)
+            tcp.start(self._deliver, slot, slot.family, slot.sockaddr, slot.timeout, slot.bind_to)
+        elif way is BY_ECHO:
+            echo = slot.prober
+            if echo is None or echo.closed:
+                try:
+                    ipv6 = slot.family == socket.AF_INET6
+                    echo = slot.prober = self._kit.echo_prober(ipv6, slot.echo_source, loop)
+                except OSError as exc:  # e.g. the network's `real` is not (yet) an address of ours
+                    loop.call_soon(self._deliver, slot, False, None, why(exc))
+                    return
+            assert isinstance(echo, EchoProber)
+            echo.start(self._deliver, slot, slot.echo_address, slot.timeout)
+        else:
+            task = loop.create_task(self._run_probe(slot))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_probe(self, slot: _CheckSlot) -> None:
+        target = slot.target
+        timeout = slot.timeout
         task = asyncio.current_task()
         assert task is not None and self._loop is not None
         # The probe enforces its own timeout; the guard (one sweep a second for all probes, cheaper
@@ -377,19 +557,21 @@ class HealthScheduler:
         self._guard[task] = self._loop.time() + timeout + 1.0
         self._arm_guard()
         try:
-            result = await self._probe(check, target, timeout)
+            if target is None:
+                raise ValueError("no address to probe")
+            result = await self._probe(slot.check, target, timeout)
         except asyncio.CancelledError:
             if task not in self._guard_fired:
                 raise
             task.uncancel()
             result = ProbeResult(False, None, f"probe did not finish within {timeout:g} s")
         except Exception as exc:  # a probe bug must count as a failed probe, not stop the scheduler
-            log.exception("health probe %s crashed", check_label(check))
+            log.exception("health probe %s crashed", check_label(slot.check))
             result = ProbeResult(False, None, f"probe error: {exc}")
         finally:
             self._guard.pop(task, None)
             self._guard_fired.discard(task)
-        self._on_result(subject, check, result)
+        self._deliver(slot, result.ok, result.latency, result.detail, result.load)
 
     def _arm_guard(self) -> None:
         if self._guard_timer is None and self._loop is not None:
@@ -407,20 +589,28 @@ class HealthScheduler:
         if self._guard:
             self._arm_guard()
 
-    def _on_result(self, subject: _Subject, check: Check, result: ProbeResult) -> None:
+    def _deliver(
+        self, slot: _CheckSlot, ok: bool, latency: float | None, detail: str, load: float | None = None,
+    ) -> None:
+        """A probe's result (the multiplexed probers call this directly, in batches)."""
+        self._in_flight -= 1
         loop = self._loop
-        if loop is None or not self._alive(subject) or check not in subject.health.machines:
+        if loop is None or not slot.alive:
             self.stats["late_results_ignored"] += 1
-            return
-        self.stats["probes_ok" if result.ok else "probes_failed"] += 1
-        if isinstance(check, AgentCheck):
-            if result.ok and result.load is not None:
-                subject.loads[check] = result.load
-            else:
-                subject.loads.pop(check, None)
-        now = loop.time()
-        self._publish(subject.health.probe_result(check, result.ok, now, result.latency, result.detail))
-        self._schedule(subject)
+        else:
+            self.stats["probes_ok" if ok else "probes_failed"] += 1
+            subject = slot.subject
+            if slot.is_agent:
+                if ok and load is not None:
+                    subject.loads[slot.check] = load
+                else:
+                    subject.loads.pop(slot.check, None)
+            events = subject.health.machine_result(slot.machine, ok, loop.time(), latency, detail)
+            if events:
+                self._publish(events)
+            self._schedule(subject)
+        if self._queue:
+            self._drain_queue()
 
     # --- events and alerts -----------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ One `CheckMachine` per configured check turns probe results and the passage of t
 state; a `TargetHealth` (or `GatewayHealth`) combines the checks of one target and emits frozen
 events when the combined state changes. The driver (`scheduler.py`) owns the clock and the sockets:
 it asks `next_deadline()`, calls `tick(now)` when it passes, starts a probe for every check in
-`due_checks(now)` (reporting `probe_started(now)`) and feeds `probe_result(...)` back.
+`due_checks(now)` (reporting `probe_started(now)`) and feeds `probe_result(...)` back. A driver that
+keeps the `CheckMachine`s it probes may use `machine_result(machine, ...)` instead, which skips
+hashing the check (the hot path at 10,000 probes per second).
 
 Semantics (DESIGN §3, BalanceNG): a check probes every `interval` seconds; it goes DOWN when it has
 had no successful probe for `window` seconds (the `T` of `ping I,T`) and comes UP on the next
@@ -137,6 +139,9 @@ class CheckMachine:
         self.fail_streak = 0
         self.in_flight = False
         self.next_probe_at = now if first_probe_at is None else first_probe_at
+        # When the window runs out: (last success, else creation) + window; never while DOWN. Kept
+        # up to date by probe_result and _set because every probe result and timer reads it.
+        self.window_end = now + self.window
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -146,9 +151,16 @@ class CheckMachine:
     def probe_started(self, now: float) -> None:
         self.in_flight = True
         # Fixed rate: the next probe is one interval after this one was due, so a slow probe does
-        # not make the schedule drift; after a stall we start again from now instead of bursting.
+        # not make the schedule drift. After a stall (the driver late by more than an interval) the
+        # missed probes are skipped, not made up in a burst: the next is the first slot of the same
+        # phase at least an interval from now. Keeping the phase matters: restarting every stalled
+        # check at `now + interval` would bunch them all into one instant for good.
         following = self.next_probe_at + self.interval
-        self.next_probe_at = following if following > now else now + self.interval
+        if following <= now:
+            following += math.ceil((now + self.interval - following) / self.interval) * self.interval
+            if following < now + self.interval:  # float rounding
+                following += self.interval
+        self.next_probe_at = following
 
     def probe_result(self, ok: bool, now: float, latency: float | None, detail: str) -> bool:
         """Record a finished probe; True when the check's state changed."""
@@ -158,6 +170,8 @@ class CheckMachine:
         self.last_detail = detail
         if ok:
             self.last_ok = now
+            if self.state is not HealthState.DOWN:
+                self.window_end = now + self.window
             self.ok_streak += 1
             self.fail_streak = 0
             if self.state is not HealthState.UP and self.ok_streak >= self.rise:
@@ -177,8 +191,7 @@ class CheckMachine:
 
     def tick(self, now: float) -> bool:
         """Apply the timeout window at `now`; True when the check went down."""
-        deadline = self._window_deadline()
-        if now >= deadline:
+        if now >= self.window_end:
             last = f" (last: {self.last_detail})" if self.last_detail else ""
             since = "since start" if self.last_ok is None else f"for {self.window:g} s"
             return self._set(HealthState.DOWN, now, f"no successful probe {since}{last}")
@@ -186,16 +199,18 @@ class CheckMachine:
 
     # --- outputs -------------------------------------------------------------------------------
 
-    def next_deadline(self) -> float:
-        """When the driver must call again: the next probe or the end of the window."""
-        probe_at = math.inf if self.in_flight else self.next_probe_at
-        return min(probe_at, self._window_deadline())
+    def next_deadline(self, result_due: float = math.inf) -> float:
+        """When the driver must call again: the next probe or the end of the window.
 
-    def _window_deadline(self) -> float:
-        if self.state is HealthState.DOWN:
-            return math.inf
-        base = self.created if self.last_ok is None else self.last_ok
-        return base + self.window
+        While a probe is in flight only the window counts; and not even the window when the driver
+        guarantees the probe's result by `result_due` (its own timeout) and the window ends later:
+        `probe_result` applies the window first, so the result's call comes in time. That saves a
+        driver with 10k checks a timer entry per probe.
+        """
+        window = self.window_end
+        if self.in_flight:
+            return window if window < result_due else math.inf
+        return self.next_probe_at if self.next_probe_at < window else window
 
     def _set(self, state: HealthState, now: float, reason: str) -> bool:
         if state is self.state:
@@ -203,6 +218,10 @@ class CheckMachine:
         self.state = state
         self.since = now
         self.reason = reason
+        if state is HealthState.DOWN:
+            self.window_end = math.inf
+        else:
+            self.window_end = (self.created if self.last_ok is None else self.last_ok) + self.window
         return True
 
 
@@ -225,7 +244,7 @@ class HealthGroup:
         self.policy = policy
         self.machines: dict[Check, CheckMachine] = {}
         self._add(checks, now, first_probe_at or {})
-        self.state, self.reason = self._combine()
+        self.state = self._combined_state()
         self.since = now
         self.latency: float | None = None
 
@@ -252,20 +271,42 @@ class HealthGroup:
             return HealthState.UP, f"{machines[0].label}: {machines[0].reason}"
         return HealthState.UP, "all checks up"
 
+    @property
+    def reason(self) -> str:
+        """Why the group is in its state. Computed when asked: machine reasons only change inside this
+        class's methods, each of which ends in `_update`, so this is the reason as of the last update
+        without formatting strings on every probe."""
+        return self._combine()[1]
+
+    def _combined_state(self) -> HealthState:
+        """The state part of `_combine`, without building reasons (run on every probe result)."""
+        unknown = False
+        for machine in self.machines.values():
+            state = machine.state
+            if state is HealthState.DOWN:
+                return HealthState.QUIESCED if self.policy.quiesce else HealthState.DOWN
+            if state is HealthState.UNKNOWN:
+                unknown = True
+        return HealthState.UNKNOWN if unknown else HealthState.UP
+
     def _update(self, now: float, latency: float | None) -> list[Transition]:
-        new, reason = self._combine()
+        new = self._combined_state()
         if new is self.state:
-            self.reason = reason
             return []
         old = self.state
-        self.state, self.reason, self.since, self.latency = new, reason, now, latency
-        return [Transition(old, new, now, reason, latency)]
+        self.state, self.since, self.latency = new, now, latency
+        return [Transition(old, new, now, self._combine()[1], latency)]
 
     def due_checks(self, now: float) -> list[Check]:
         return [c for c, m in self.machines.items() if m.probe_due(now)]
 
     def next_deadline(self) -> float:
-        return min((m.next_deadline() for m in self.machines.values()), default=math.inf)
+        earliest = math.inf
+        for machine in self.machines.values():
+            deadline = machine.next_deadline()
+            if deadline < earliest:
+                earliest = deadline
+        return earliest
 
     def probe_started_(self, check: Check, now: float) -> None:
         self.machines[check].probe_started(now)
@@ -276,16 +317,28 @@ class HealthGroup:
         machine = self.machines.get(check)
         if machine is None:  # the check was removed by a reconfiguration while its probe ran
             return []
+        return self.machine_result_(machine, ok, now, latency, detail)
+
+    def machine_result_(
+        self, machine: CheckMachine, ok: bool, now: float, latency: float | None, detail: str,
+    ) -> list[Transition]:
+        """`probe_result_` for a driver that holds the machine (it must still be one of ours)."""
+        changed = False
         for other in self.machines.values():
-            if other is not machine:
-                other.tick(now)
-        machine.probe_result(ok, now, latency, detail)
-        return self._update(now, latency)
+            if other is not machine and other.tick(now):
+                changed = True
+        if machine.probe_result(ok, now, latency, detail):
+            changed = True
+        # the combined state is a function of the machines' states (and the policy, which only
+        # reconfigure_ changes): when none changed, neither did it
+        return self._update(now, latency) if changed else []
 
     def tick_(self, now: float) -> list[Transition]:
+        changed = False
         for machine in self.machines.values():
-            machine.tick(now)
-        return self._update(now, None)
+            if machine.tick(now):
+                changed = True
+        return self._update(now, None) if changed else []
 
     def reconfigure_(
         self, checks: Sequence[Check], policy: HealthPolicy, now: float,
@@ -328,8 +381,15 @@ class TargetHealth(HealthGroup):
     ) -> list[TargetStateChanged]:
         return self._events(self.probe_result_(check, ok, now, latency, detail))
 
+    def machine_result(
+        self, machine: CheckMachine, ok: bool, now: float, latency: float | None, detail: str,
+    ) -> list[TargetStateChanged]:
+        transitions = self.machine_result_(machine, ok, now, latency, detail)
+        return self._events(transitions) if transitions else []
+
     def tick(self, now: float) -> list[TargetStateChanged]:
-        return self._events(self.tick_(now))
+        transitions = self.tick_(now)
+        return self._events(transitions) if transitions else []
 
     def reconfigure(
         self, checks: Sequence[Check], policy: HealthPolicy, now: float,
@@ -351,6 +411,11 @@ class GatewayHealth(HealthGroup):
         self, check: Check, ok: bool, now: float, latency: float | None = None, detail: str = "",
     ) -> list[GatewayStateChanged]:
         return self._events(self.probe_result_(check, ok, now, latency, detail))
+
+    def machine_result(
+        self, machine: CheckMachine, ok: bool, now: float, latency: float | None, detail: str,
+    ) -> list[GatewayStateChanged]:
+        return self._events(self.machine_result_(machine, ok, now, latency, detail))
 
     def tick(self, now: float) -> list[GatewayStateChanged]:
         return self._events(self.tick_(now))

@@ -53,3 +53,15 @@ def _run_virtual(coro: Coroutine[Any, Any, T]) -> T:
 def run_virtual() -> Callable[[Coroutine[Any, Any, T]], T]:
     """Run a coroutine to completion on a fresh virtual-clock loop (starts at t = 1000 s)."""
     return _run_virtual
+
+
+def _stall(seconds: float) -> None:
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, VirtualClockLoop)
+    loop.now += seconds
+
+
+@pytest.fixture
+def stall() -> Callable[[float], None]:
+    """`stall(s)`: inside run_virtual, the loop's clock jumps by s seconds, as if it had been blocked."""
+    return _stall

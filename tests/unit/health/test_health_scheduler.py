@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
@@ -294,3 +295,118 @@ def test_alert_and_upalert_commands_run_on_changes() -> None:
         lines = asyncio.run(main())
         assert lines == ["1 down 192.0.2.1", "1 up 192.0.2.1"]
         assert os.path.exists(log)
+
+
+# --- at scale: the grid, stalls, and the multiplexed tcpopen path --------------------------------
+
+
+def test_probes_start_on_a_grid_so_thousands_of_checks_share_few_wakeups(run_virtual: RunVirtual) -> None:
+    net = FakeNet()
+    net.latency = 0.0
+    cfg = Config(targets=tuple(Target(i, IPv4Address("192.0.2.1"), checks=(TCP,), registered=True,
+                                      enabled=True) for i in range(1, 2001)))
+
+    async def main() -> None:
+        sched = HealthScheduler(cfg, probe=net.probe)
+        await run_for(sched, 5.0)
+        await sched.stop()
+
+    run_virtual(main())
+    times = [t for t, _a, _c in net.starts]
+    assert 9000 <= len(times) <= 11000  # 2000 checks, once a second for 5 s
+    assert all(t * 256 == int(t * 256) for t in times)  # on the 1/256 s grid (the loop starts at 1000.0)
+    assert len(set(times)) <= 5 * 256 + 1  # at most 256 distinct instants a second, not 2000
+    assert len(set(times)) > 200  # and still spread over the second
+
+
+def test_a_stall_skips_missed_probes_and_keeps_the_spread(
+    run_virtual: RunVirtual, stall: Callable[[float], None],
+) -> None:
+    net = FakeNet()
+    net.latency = 0.0
+    cfg = Config(targets=tuple(target(i, TCP) for i in range(1, 201)))
+
+    async def main() -> None:
+        sched = HealthScheduler(cfg, probe=net.probe)
+        await run_for(sched, 2.0 - 1 / 512)  # between two grid points: no probe in flight
+        stall(3.5)  # the loop is blocked for 3.5 s
+        del net.starts[:]
+        await asyncio.sleep(2.0)
+        await sched.stop()
+
+    run_virtual(main())
+    by_target: dict[str, list[float]] = {}
+    for t, addr, _c in net.starts:
+        by_target.setdefault(addr, []).append(t)
+    assert {len(times) for times in by_target.values()} <= {2, 3}  # no burst of the missed probes
+    catch_up = min(net.starts)[0]
+    assert all(times[0] == catch_up for times in by_target.values())  # all overdue: started at once ...
+    second = [times[1] for times in by_target.values()]
+    assert min(second) >= catch_up + 1.0  # ... the next an interval later at least ...
+    assert len(set(second)) > 100  # ... in each check's own phase: they do not stay bunched
+
+
+def test_tcpopen_runs_on_the_multiplexed_prober_without_a_task_per_probe(run_virtual: RunVirtual) -> None:
+    """The real probe kit against loopback: half the targets listen, half refuse."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(512)
+    refusing = socket.socket()
+    refusing.bind(("127.0.0.1", 0))
+    up_port, closed_port = listener.getsockname()[1], refusing.getsockname()[1]
+    cfg = Config(targets=tuple(
+        Target(i, IPv4Address("127.0.0.1"), checks=(TcpOpenCheck(up_port if i % 2 else closed_port, 1, 2),),
+               registered=True, enabled=True)
+        for i in range(1, 201)))
+    task_counts: list[int] = []
+
+    async def main() -> tuple[dict[int, HealthState], dict[str, int], str]:
+        sched = HealthScheduler(cfg)
+        await sched.start()
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            task_counts.append(len(asyncio.all_tasks()))
+        states = {v.target_id: v.state for v in sched.snapshot()}
+        view = sched.target(2)
+        counters = sched.counters()
+        await sched.stop()
+        return states, counters, view.reason if view is not None else ""
+
+    try:
+        states, counters, reason = run_virtual(main())
+    finally:
+        listener.close()
+        refusing.close()
+    assert all(state is (HealthState.UP if tid % 2 else HealthState.DOWN) for tid, state in states.items())
+    assert "Connection refused" in reason
+    assert max(task_counts) == 1  # only main(): probes are not tasks
+    assert counters["probes_started"] >= 200 * 3
+    finished = counters["probes_ok"] + counters["probes_failed"]
+    assert finished + counters["in_flight"] == counters["probes_started"]
+
+
+def test_a_source_address_we_do_not_have_fails_the_probe_and_probing_goes_on(run_virtual: RunVirtual) -> None:
+    """The network's `real` is not (yet) on the box: bind() fails, a counted failure, never a stuck check."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    net = Network(1, addr=IPv4Address("127.0.0.0"), mask=IPv4Address("255.0.0.0"),
+                  real=IPv4Address("192.0.2.77"))
+    cfg = Config(networks=(net,), targets=(
+        Target(1, IPv4Address("127.0.0.1"), checks=(TcpOpenCheck(listener.getsockname()[1], 1, 2),),
+               registered=True, enabled=True),))
+
+    async def main() -> tuple[str, dict[str, int]]:
+        sched = HealthScheduler(cfg)
+        await run_for(sched, 4.5)
+        view = sched.target(1)
+        counters = sched.counters()
+        await sched.stop()
+        return (view.checks[0].detail if view is not None else ""), counters
+
+    try:
+        detail, counters = run_virtual(main())
+    finally:
+        listener.close()
+    assert detail == "Cannot assign requested address"
+    assert counters["probes_failed"] >= 4 and counters["in_flight"] == 0

@@ -142,9 +142,22 @@ def test_probe_schedule_is_fixed_rate_and_never_overlaps() -> None:
     assert m.next_deadline() == 5.0  # only the window while in flight
     m.probe_result(True, 3.0, 2.3, "slow")
     assert m.probe_due(3.0)
-    m.probe_started(30.0)  # after a stall: restart from now, no burst
-    assert m.next_probe_at == 32.0
+    m.probe_started(30.0)  # after a stall: the missed probes are skipped, the next is an interval on ...
+    assert m.next_probe_at == 32.5  # ... in the same phase (0.5 + k * 2): stalled checks do not bunch
 
+
+
+def test_a_driver_that_guarantees_the_result_needs_no_wakeup_for_the_window() -> None:
+    m = CheckMachine("x", 1.0, 2.0, 0.0, first_probe_at=0.0)
+    m.probe_started(0.0)
+    m.probe_result(True, 0.25, 0.25, "ok")  # the window now ends at 2.25
+    m.probe_started(1.0)  # in flight; the next probe is due at 2.0
+    assert m.next_deadline() == 2.25  # only the window while in flight
+    assert m.next_deadline(result_due=2.0) == math.inf  # the result (by 2.0) comes before the window ends
+    assert m.next_deadline(result_due=3.0) == 2.25  # a later result: wake for the window's end
+    m.probe_result(False, 2.0, None, "no answer within 1 s")
+    assert m.next_deadline(result_due=2.0) == 2.0  # not in flight: the next probe (before the window)
+    assert not m.tick(2.2) and m.tick(2.25)  # and the window still ends on time
 
 def test_gateway_events() -> None:
     g = GatewayHealth([PING], HealthPolicy(), now=0.0)
@@ -191,7 +204,8 @@ def test_never_up_without_a_success_in_the_last_window(
         events = t.tick(now)
         for e in events:  # a tick only ever takes a check down, and only when its window has passed
             assert e.new is HealthState.DOWN
-            assert now - (oks[-1] if oks else 0.0) >= window
+            # `last + window` as the machine computes it: `now - last` can round below the window
+            assert now >= (oks[-1] if oks else 0.0) + window
         if what != "tick":
             t.probe_started(check, now)
             results.append(what == "ok")
@@ -201,7 +215,7 @@ def test_never_up_without_a_success_in_the_last_window(
             for e in result_events:
                 if e.new is HealthState.UP:  # rise: the last `rise` results were all successes
                     assert len(results) >= rise and all(results[-rise:])
-                elif now - (oks[-1] if oks else 0.0) < window:  # down inside the window: by failures
+                elif now < (oks[-1] if oks else 0.0) + window:  # down inside the window: by failures
                     need = max(fall, 1) if e.old is HealthState.UNKNOWN else fall
                     assert need and len(results) >= need and not any(results[-need:])
             events += result_events
@@ -211,7 +225,7 @@ def test_never_up_without_a_success_in_the_last_window(
             state = e.new
         assert state is t.state
         if t.state is HealthState.UP:
-            assert oks and now - oks[-1] < window
+            assert oks and now < oks[-1] + window
         # the driver is never asked to wake up in the past, except for a probe that is due now
         assert t.next_deadline() >= now or t.due_checks(now)
 
