@@ -22,7 +22,7 @@ from dsrlb.config.jsonview import config_to_json
 from dsrlb.control.client import ControlClient, ControlClientError, NotRunningError
 
 # What `show` knows about (DESIGN §4); handlers are filled in as the features land.
-SHOW_TOPICS = ("servers", "targets", "sessions", "networks", "vrrp", "sync", "config", "stats")
+SHOW_TOPICS = ("servers", "targets", "sessions", "networks", "gateway", "vrrp", "sync", "config", "stats")
 
 
 def show_running(args: argparse.Namespace) -> int:
@@ -62,7 +62,7 @@ def show_config(args: argparse.Namespace) -> int:
 
 SHOW_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "config": show_config,
-    **dict.fromkeys(("servers", "targets", "sessions", "networks", "stats"), show_running),
+    **dict.fromkeys(("servers", "targets", "sessions", "networks", "gateway", "stats"), show_running),
 }
 
 

@@ -129,6 +129,34 @@ def network_views(daemon: Daemon) -> list[NetworkView]:
     return rows
 
 
+def gateway_view(daemon: Daemon) -> dict[str, Any]:
+    """The `gateway { ipaddr; ping I,T }` check: its state, since when, why, latency per check."""
+    gateway = daemon.config.gateway
+    view = daemon.health.gateway()
+    if gateway is None or view is None:
+        return {"gateway": None}
+    address = gateway.ipaddr or gateway.ipaddr6
+    return {"gateway": {
+        "address": str(address) if address else None, "state": str(view.state), "since": view.since_wall,
+        "reason": view.reason, "latency_ms": None if view.latency is None else view.latency * 1000,
+        "trackval": gateway.trackval,
+        "checks": [{"check": c.label, "state": str(c.state), "reason": c.reason,
+                    "latency_ms": None if c.latency is None else c.latency * 1000} for c in view.checks],
+    }}
+
+
+def _gateway_text(data: dict[str, Any]) -> str:
+    gateway = data["gateway"]
+    if gateway is None:
+        return "no gateway configured"
+    latency = "" if gateway["latency_ms"] is None else f", {gateway['latency_ms']:.1f} ms"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(gateway["since"]))
+    lines = [f"gateway {gateway['address']}: {gateway['state']} since {since}{latency}"
+             + (f" ({gateway['reason']})" if gateway["reason"] else "")]
+    lines += [f"  {c['check']}: {c['state']} {c['reason']}".rstrip() for c in gateway["checks"]]
+    return "\n".join(lines)
+
+
 def stats_view(daemon: Daemon) -> StatsView:
     counters = dict(daemon.engine.stats())
     counters.update({f"health_{k}": v for k, v in daemon.health.counters().items()})
@@ -173,6 +201,11 @@ def build_registry(daemon: Daemon) -> Registry:
     registry.command("show sessions", "the session table (first 1000 rows)")(show_sessions)
     registry.command("show networks", "networks and their addresses")(
         lambda a: CommandResult({"networks": network_views(daemon)}))
+    def show_gateway(args: ParsedArgs) -> CommandResult:
+        data = gateway_view(daemon)
+        return CommandResult(data, _gateway_text(data))
+
+    registry.command("show gateway", "the gateway check: state, since, why, latency")(show_gateway)
     registry.command("show stats", "engine counters and drops by reason")(
         lambda a: CommandResult({"stats": stats_view(daemon)}))
     registry.command("show config", "the running configuration")(

@@ -153,6 +153,10 @@ class Daemon:
             self._republish()
             self.control.publish({"type": "target", "id": event.target_id, "old": str(event.old),
                                   "new": str(event.new), "reason": event.reason, "time": time.time()})
+        else:  # the gateway check: shown, announced, and what VRRP tracking will read
+            log.info("gateway %s -> %s: %s", event.old, event.new, event.reason)
+            self.control.publish({"type": "gateway", "old": str(event.old), "new": str(event.new),
+                                  "reason": event.reason, "time": time.time()})
 
     async def tick(self) -> None:
         # Session events wait for the session sync (not in this version); draining them every tick
