@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import reduce
+from functools import lru_cache, reduce
 from math import gcd
 
 from dsrlb.engine.hashing import maglev_offset_skip
@@ -122,7 +122,14 @@ def maglev_ring(pool: Sequence[Candidate], ring_size: int = MAGLEV_RING_SIZE) ->
     Weights follow Katran's MaglevHashV2: every round each target adds its weight to a running
     credit and takes one slot per max-weight of credit, so shares are proportional to weights.
     """
-    weighted = [(c.id, c.weight) for c in pool if c.weight > 0]
+    return _maglev_ring(tuple((c.id, c.weight) for c in pool if c.weight > 0), ring_size)
+
+
+# The daemon recompiles its desired state every control tick; a ring depends only on the ids and
+# weights of its pool, and filling 65537 slots costs ~0.1 s in CPython, so the same pool must not be
+# filled again. 1024 rings bound the memory (~0.5 MB each) while covering one ring per service.
+@lru_cache(maxsize=1024)
+def _maglev_ring(weighted: tuple[tuple[int, int], ...], ring_size: int) -> tuple[int, ...]:
     if not weighted:
         return ()
     if len(weighted) == 1:
