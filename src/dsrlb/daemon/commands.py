@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +31,27 @@ def _ports(ports: Sequence[Any]) -> str:
     return ",".join(str(p) for p in ports) if ports else "any"
 
 
-def target_views(daemon: Daemon) -> list[TargetView]:
-    sessions: dict[int, int] = {}
-    for entry in daemon.engine.sessions():
-        sessions[entry.target_id] = sessions.get(entry.target_id, 0) + 1
+@dataclass(frozen=True)
+class SessionCounts:
+    """Active sessions by target and by service, from one walk of the session table (which for XDP
+    is a map iterated from Python: a /metrics scrape must not walk it once per view)."""
+
+    by_target: Mapping[int, int]
+    by_service: Mapping[int, int]
+    total: int
+
+    @classmethod
+    def of(cls, daemon: Daemon) -> SessionCounts:
+        by_target: Counter[int] = Counter()
+        by_service: Counter[int] = Counter()
+        for entry in daemon.engine.sessions():
+            by_target[entry.target_id] += 1
+            by_service[entry.service_id] += 1
+        return cls(by_target, by_service, sum(by_service.values()))
+
+
+def target_views(daemon: Daemon, counts: SessionCounts | None = None) -> list[TargetView]:
+    sessions = (counts or SessionCounts.of(daemon)).by_target
     rows: list[TargetView] = []
     for target in daemon.config.targets:
         if not target.registered:
@@ -71,10 +90,8 @@ def _target_state(daemon: Daemon, target: Target) -> tuple[Any, float | None, st
     return "down", health.since_wall, health.reason or str(health.state)
 
 
-def server_views(daemon: Daemon) -> list[ServerView]:
-    sessions: dict[int, int] = {}
-    for entry in daemon.engine.sessions():
-        sessions[entry.service_id] = sessions.get(entry.service_id, 0) + 1
+def server_views(daemon: Daemon, counts: SessionCounts | None = None) -> list[ServerView]:
+    sessions = (counts or SessionCounts.of(daemon)).by_service
     rows: list[ServerView] = []
     for server in daemon.config.servers:
         if not server.registered:
@@ -157,12 +174,12 @@ def _gateway_text(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def stats_view(daemon: Daemon) -> StatsView:
+def stats_view(daemon: Daemon, counts: SessionCounts | None = None) -> StatsView:
     counters = dict(daemon.engine.stats())
     counters.update({f"health_{k}": v for k, v in daemon.health.counters().items()})
     counters["session_events"] = daemon.session_events
     return StatsView(engine=daemon.engine.name, uptime_s=time.time() - daemon.started,
-                     sessions=len(daemon.engine.sessions()), counters=counters,
+                     sessions=(counts or SessionCounts.of(daemon)).total, counters=counters,
                      drops={k: counters.get(k, 0) for k in _DROP_REASONS})
 
 
@@ -240,19 +257,20 @@ def metrics_snapshot(daemon: Daemon) -> MetricsSnapshot:
     """What one /metrics scrape shows, read from the engine and health at scrape time."""
     from dsrlb.daemon.core import hostname
 
+    counts = SessionCounts.of(daemon)
     targets = tuple(
         TargetCounters(id=row["id"], name=row["name"], address=row["address"] or "", state=row["state"],
                        packets=row["packets"], bytes=row["bytes"],
                        sessions_created=daemon.engine.target_stats(row["id"])["sessions_new"],
                        sessions_active=row["sessions"], latency_ms=row["latency_ms"])
-        for row in target_views(daemon))
+        for row in target_views(daemon, counts))
     services = tuple(
         ServiceCounters(id=row["id"], name=row["name"], address=row["address"] or "", ports=row["ports"],
                         packets=row["packets"], bytes=row["bytes"],
                         sessions_created=daemon.engine.service_stats(row["id"])["sessions_new"],
                         sessions_active=row["sessions"])
-        for row in server_views(daemon))
-    stats = stats_view(daemon)
+        for row in server_views(daemon, counts))
+    stats = stats_view(daemon, counts)
     return MetricsSnapshot(hostname=hostname(daemon.config), engine=daemon.engine.name, services=services,
                            targets=targets, engine_counters=stats["counters"], drops=stats["drops"],
                            uptime_s=stats["uptime_s"])
