@@ -24,6 +24,7 @@ from dsrlb.engine.checksum import (
     internet_checksum,
     ones_complement_sum,
 )
+from dsrlb.xdp.build import compile_object
 
 VECTORS = Path(__file__).parent / "vectors"
 
@@ -127,8 +128,8 @@ def test_bpf_csum_diff_model_matches_the_running_kernel(tmp_path: Path) -> None:
     if problem is not None:
         pytest.fail(problem)
     obj = tmp_path / "probe.o"
-    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-c", str(VECTORS / "csum_diff_probe.bpf.c"),
-                    "-o", str(obj)], check=True, capture_output=True)
+    # The package's own clang flags: they carry the multiarch include <asm/types.h> needs on Debian.
+    compile_object(VECTORS / "csum_diff_probe.bpf.c", obj)
     pin = Path(f"/sys/fs/bpf/dsrlb_csum_probe_{uuid.uuid4().hex[:8]}")
     subprocess.run(["bpftool", "prog", "load", str(obj), str(pin), "type", "xdp"], check=True,
                    capture_output=True)
