@@ -15,6 +15,7 @@ Seed networks are moved: 172.16.1.0/24 (000, 001) -> 192.0.2.0/24, 10.10.1.0/24 
 from __future__ import annotations
 
 import importlib.util
+import shlex
 import sys
 from collections.abc import Callable
 from ipaddress import IPv4Network, ip_address, ip_interface
@@ -29,6 +30,9 @@ from dsrlb.target import SetupRequest, execute, plan
 CLIENT_SOURCES = 8  # client addresses, so source-address persistence still spreads the traffic
 SCRIPT_CHECK_SEED = '"/usr/lib/mon/mon.d/http.monitor -p $port$ -u /index.html $ipaddr$"'
 SCRIPT_CHECK_LAB = '"curl -fsS -o /dev/null --max-time 2 http://$ipaddr$:$port$/index.html"'
+# Seed 000 balances by agent-reported load. All namespaces share one kernel load average, so each lab
+# agent reports its own target's established connections instead (dsrlb.lab.connload).
+CONNECTION_LOAD = shlex.join([sys.executable, "-m", "dsrlb.lab.connload", "--port", "80", "--port", "443"])
 
 
 def _python(module: str, *args: str) -> list[str]:
@@ -159,7 +163,7 @@ def build_ha_dsr(lab: Lab) -> LabTopology:
     targets, processes = [], []
     for i, host in enumerate((100, 101), start=1):
         target, procs = _target(lab, f"t{i}", f"target{i}", "sw", "eth0", f"192.0.2.{host}/24",
-                                "192.0.2.254", (80, 443), vip, ("439",))
+                                "192.0.2.254", (80, 443), vip, ("--script", CONNECTION_LOAD, "439"))
         targets.append(target)
         processes += procs
     return LabTopology(
