@@ -43,6 +43,7 @@ def test_lab_builds_verifies_and_leaves_nothing(name: str, engine: str) -> None:
         result = run_lab(lab, name, engine, console=Console(file=open(os.devnull, "w")))  # noqa: SIM115
         topology = result.topology
         assert result.verification.ok, result.verification.failures()
+        assert result.failures() == []  # what `dsrlb lab` exits 1 on
         if name in BALANCED_LABS:
             assert result.balancer_running, result.message
             assert result.traffic is not None and result.traffic.errors == {}

@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                                for c in result.verification.checks],
                     "balancer_running": result.balancer_running,
                     "message": result.message,
+                    "failures": result.failures(),
                     "replies": result.traffic.replies if result.traffic else {},
                     "address_map": dict(result.topology.address_map),
                 }, indent=2))
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     except (LabError, NetlinkFacadeError) as exc:
         print(f"dsrlb lab: {exc}", file=sys.stderr)
         return 2
-    if not result.verification.ok:
-        return 1
-    return 0
+    failures = result.failures()
+    for failure in failures:
+        print(f"dsrlb lab: {failure}", file=sys.stderr)
+    return 1 if failures else 0

@@ -50,6 +50,18 @@ class LabRun:
     dsr_proof: DsrProof | None = None
     nat_proof: NatProof | None = None
 
+    def failures(self) -> list[str]:
+        """What went wrong, for the exit status: checks, traffic, and the forwarding proof."""
+        found = [f"check failed: {c.what}: {c.detail}" for c in self.verification.checks if not c.ok]
+        report = self.traffic
+        if report is not None:
+            found += [f"{count} request(s) failed: {kind}" for kind, count in sorted(report.errors.items())]
+            if report.sent == 0 or report.answered < report.sent:
+                found.append(f"{report.answered}/{report.sent} requests answered")
+        found += [f"proof failed: {p.describe()}" for p in (self.dsr_proof, self.nat_proof)
+                  if p is not None and not p.holds]
+        return found
+
 
 def run_balancer(lab: Lab, balancer: LabBalancer, engine: str, ready_timeout: float = 30.0,
                  xdp_mode: str = LAB_XDP_MODE, http: str = LAB_HTTP) -> LabProcess:
