@@ -5,7 +5,7 @@ set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$top"
 
-apt_packages=(python3 python3-venv python3-dev gcc clang llvm libbpf-dev bpftool iproute2 iputils-ping
+apt_packages=(python3 python3-venv python3-dev gcc clang llvm libbpf-dev bpftool iproute2 iputils-ping openssl
               keepalived nftables curl wrk ethtool procps kmod)
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -50,6 +50,17 @@ CLONE_NEWNET = 0x40000000
 PYTHON = sys.executable
 
 
+HTTPS_SERVER = """
+import http.server, ssl, sys
+address, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+server = http.server.HTTPServer((address, port), http.server.SimpleHTTPRequestHandler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"""
+
+
 def sh(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, text=True)
 
@@ -74,6 +85,14 @@ class Lab:
     def http_server(self, address: str = "192.0.2.2", port: int = 8080) -> subprocess.Popen[bytes]:
         return self.start_in_target(PYTHON, "-m", "http.server", "--bind", address, str(port),
                                     "--directory", "/usr/share")
+
+    def https_server(self, workdir: Path, address: str = "192.0.2.2", port: int = 8443
+                     ) -> subprocess.Popen[bytes]:
+        """A real TLS server with a self-signed certificate (as many targets have: probes don't verify)."""
+        cert, key = workdir / "cert.pem", workdir / "key.pem"
+        sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=target",
+           "-keyout", str(key), "-out", str(cert))
+        return self.start_in_target(PYTHON, "-c", HTTPS_SERVER, address, str(port), str(cert), str(key))
 
     def agent(self, port: int, *args: str) -> subprocess.Popen[bytes]:
         return self.start_in_target(PYTHON, "-m", "dsrlb.cli.agent", *args, str(port))
@@ -172,16 +191,18 @@ def lab() -> Iterator[Lab]:
 def test_every_probe_type_against_a_real_target(lab: Lab, tmp_path: Path) -> None:
     lab.http_server()
     lab.http_server("2001:db8::2", 8080)
+    lab.https_server(tmp_path)
     lab.agent(439, "--bind", "192.0.2.2", "--script", "echo 90")
     lab.agent(10000, "-6", "--script", "echo 12.5")
-    marker = tmp_path / "script-ran"
+    marker, marker6 = tmp_path / "script-ran", tmp_path / "script6-ran"
 
     async def main() -> dict[str, ProbeResult]:
         kit = ProbeKit()
-        ready = TcpOpenCheck(8080, 1, 1)
+        ready, ready_tls = TcpOpenCheck(8080, 1, 1), TcpOpenCheck(8443, 1, 1)
         await wait_until(lambda: False, 0.0)
         for _ in range(100):  # the servers take a moment to start listening
-            if (await kit.run(ready, T4, 1.0)).ok and (await kit.run(ready, T6, 1.0)).ok:
+            if ((await kit.run(ready, T4, 1.0)).ok and (await kit.run(ready, T6, 1.0)).ok
+                    and (await kit.run(ready_tls, T4, 1.0)).ok):
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.5)  # the agents' first load sample
@@ -195,18 +216,22 @@ def test_every_probe_type_against_a_real_target(lab: Lab, tmp_path: Path) -> Non
             "http": (HttpCheck(8080, "/", 1, 2, status=(PortRange(200, 200),),
                                body_regex="Directory listing", host="www.example.test"), T4),
             "http6": (HttpCheck(8080, "/", 1, 2), T6),
+            "https": (HttpCheck(8443, "/", 1, 2, tls=True, body_regex="Directory listing"), T4),
             "sendexpect": (SendExpectCheck(8080, "GET / HTTP/1.0\\r\\n\\r\\n", "HTTP", 1, 2), T4),
             "sendexpect_re": (SendExpectCheck(8080, "GET / HTTP/1.0\\r\\n\\r\\n", r"HTTP/1\.\d 200", 1, 2,
                                               regex=True), T4),
             "agent": (AgentCheck(439, 1, 2), T4),
             "agent6": (AgentCheck(10000, 1, 2, ipv6=True), T6),
             "script": (ScriptCheck(f"sh -c 'echo $0:$1 > {marker}' $ipaddr$ $port$", 1, 2), T4),
+            "script6": (ScriptCheck(f"sh -c 'echo $0 $1 > {marker6}' $ipaddr6$ $port$", 1, 2), T6),
             # and what must fail
             "closed_port": (TcpOpenCheck(8081, 1, 2), T4),
             "absent_ping": (PingCheck(1, 1), ABSENT),
             "absent_arp": (NeighbourCheck(1, 1), ABSENT),
             "http_status": (HttpCheck(8080, "/missing", 1, 2), T4),
             "http_body": (HttpCheck(8080, "/", 1, 2, body_regex="no such text"), T4),
+            "https_on_plain": (HttpCheck(8080, "/", 1, 2, tls=True), T4),
+            "plain_on_https": (HttpCheck(8443, "/", 1, 2), T4),
             "sendexpect_bad": (SendExpectCheck(8080, "GET / HTTP/1.0\\r\\n\\r\\n", "SSH-2.0", 1, 2), T4),
             "agent_wrong_port": (AgentCheck(440, 1, 1), T4),
             "agent6_on_v4": (AgentCheck(439, 1, 1, ipv6=True), T4),
@@ -219,7 +244,8 @@ def test_every_probe_type_against_a_real_target(lab: Lab, tmp_path: Path) -> Non
 
     results = lab.run(main)
     should_fail = {"closed_port", "absent_ping", "absent_arp", "http_status", "http_body", "sendexpect_bad",
-                   "agent_wrong_port", "agent6_on_v4", "script_fails", "script_missing"}
+                   "agent_wrong_port", "agent6_on_v4", "script_fails", "script_missing", "https_on_plain",
+                   "plain_on_https"}
     for name, result in results.items():
         assert result.ok == (name not in should_fail), (name, result)
     assert results["agent"].load == 90.0 and results["agent6"].load == 12.5
@@ -228,6 +254,8 @@ def test_every_probe_type_against_a_real_target(lab: Lab, tmp_path: Path) -> Non
     assert "no answer within" in results["absent_ping"].detail
     assert results["arp"].detail.startswith("is-at ")
     assert marker.read_text().strip() == "192.0.2.2:8080"
+    assert marker6.read_text().strip() == "2001:db8::2 8080"
+    assert results["https"].detail == "HTTP 200"
 
 
 def test_target_goes_down_when_the_server_stops_and_comes_back(lab: Lab) -> None:
