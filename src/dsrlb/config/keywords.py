@@ -107,7 +107,8 @@ TARGET_KEYWORDS = (
 
 # `set` keys of BalanceNG that dsrlb accepts, stores (sorted) and shows. The value kind is checked:
 # "flag" is 0 or 1, "count" a non-negative integer, "word" any single value. Keys that dsrlb acts on
-# are read by the daemon through Config.setting(); the rest are accepted so that BalanceNG files load.
+# (marked "dsrlb:") are read through Config.setting(); the rest are accepted so that BalanceNG files load
+# (docs/configuration.md §9 says which is which).
 SET_KEYS: dict[str, str] = {
     "agentinterval": "count",
     "agentsecretfile": "word",  # dsrlb: shared secret of the load agents (docs/health.md)
@@ -123,11 +124,11 @@ SET_KEYS: dict[str, str] = {
     "sessionsyncack": "flag",
     "sessionsyncport": "count",
     "sessiontabsize": "count",
-    "sessiontimeout": "count",
+    "sessiontimeout": "count",  # dsrlb: default session idle timeout, both protocols (engine/compile.py)
     "snmp": "flag",
-    "tcpsessiontimeout": "count",
+    "tcpsessiontimeout": "count",  # dsrlb: default session idle timeout of TCP and protocol-less servers
     "threads": "count",
-    "udpsessiontimeout": "count",
+    "udpsessiontimeout": "count",  # dsrlb: default session idle timeout of UDP servers
     "upalert": "word",  # dsrlb: command run when a target comes back up
     "vrrpadvint": "count",
     "vrrppreempt": "flag",
@@ -159,6 +160,8 @@ TRACKVAL_RANGE = (1, 255)
 WEIGHT_RANGE = (0, 65535)
 HTTP_STATUS_RANGE = (100, 599)
 MAX_INTERVAL = 86400  # health-check interval and timeout, seconds
+SESSION_TIMEOUT_RANGE = (1, 7 * 86400)  # seconds: server `timeout` and the `set` *sessiontimeout keys
+SESSION_TIMEOUT_KEYS = ("sessiontimeout", "tcpsessiontimeout", "udpsessiontimeout")
 MAX_NUMBER_DIGITS = 18  # longer digit strings are refused before int() (CPython caps int parsing)
 AUTHPASS_MAX = 8  # VRRPv2 simple text password: 8 octets of Authentication Data (RFC 2338 §5.3.10)
 IFNAMSIZ = 15  # Linux interface names: at most 15 bytes, no '/', ':' or blanks

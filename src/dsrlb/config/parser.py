@@ -141,7 +141,7 @@ class Parser:
         cursor.next()
         value_kind = kw.SET_KEYS[key]
         if value_kind == "word":
-            value, _ = cursor.text(f"a value for {key}")
+            value, value_token = cursor.text(f"a value for {key}")
         else:
             number, value_token = cursor.integer(f"the value of {key}")
             if value_kind == "flag" and number not in (0, 1):
@@ -149,6 +149,8 @@ class Parser:
             value = str(number)
         self.settings[key] = value
         self.where.record("set", 0, key, token.position)
+        # Range errors point at the value, as they do for object fields (`timeout 0`).
+        self.where.record("set", 0, f"{key}.value", value_token.position)
 
     # --- objects ---------------------------------------------------------------------------------
 

@@ -55,6 +55,21 @@ class _Checker:
         self.error(kind, oid, fieldname, f"{what} {value} is out of range", f"{low}-{high}")
         return False
 
+    def settings(self) -> None:
+        # The session timeouts are defaults of the server `timeout`, so they share its range. The parser
+        # has made them whole numbers; a Config built by an importer or by hand has not, so check digits
+        # (ASCII only, and few: int() takes other Unicode digits and caps the length it parses).
+        # Errors sit at the value ("KEY.value"), falling back to the key, then to the top of the file.
+        for key in kw.SESSION_TIMEOUT_KEYS:
+            value = self.config.setting(key)
+            if value is None:
+                continue
+            where = f"{key}.value"
+            if not re.fullmatch(rf"[0-9]{{1,{kw.MAX_NUMBER_DIGITS}}}", value):
+                self.error("set", 0, where, f"{key} {value!r} is not a number", "a number of seconds")
+                continue
+            self.in_range("set", 0, where, key, int(value), kw.SESSION_TIMEOUT_RANGE)
+
     def lifecycle(self, kind: str, oid: int, registered: bool, enabled: bool) -> None:
         if enabled and not registered:
             self.error(
@@ -396,7 +411,7 @@ class _Checker:
                         "server", sid, f"ports[{index}]", f"port {ports} is listed twice", "each port once"
                     )
             if server.timeout is not None:
-                self.in_range("server", sid, "timeout", "timeout", server.timeout, (1, 7 * 86400))
+                self.in_range("server", sid, "timeout", "timeout", server.timeout, kw.SESSION_TIMEOUT_RANGE)
             self.id_list("server", sid, "targets", server.targets, targets, server.registered, "target")
             self.id_list("server", sid, "backup", server.backup, targets, server.registered, "target")
             for ref in server.backup:
@@ -510,6 +525,7 @@ def _good_ifname(name: str) -> bool:
 def validate(config: Config, where: SourceMap | None = None) -> list[ConfigError]:
     """All semantic errors of `config`, sorted by position."""
     checker = _Checker(config, where if where is not None else SourceMap("<config>"))
+    checker.settings()
     checker.interfaces()
     checker.networks()
     checker.vrrp()

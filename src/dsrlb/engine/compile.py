@@ -37,6 +37,8 @@ from dsrlb.engine.dataplane import (
 from dsrlb.engine.tables import Candidate, build_table
 from dsrlb.model import Config, Protocol, ReturnMatch, Server, Target
 
+# Session idle timeouts when neither the server's `timeout` nor a `set` key gives one. The BalanceNG
+# documentation at hand states no defaults for its *sessiontimeout keys, so these stay LVS's.
 DEFAULT_TIMEOUT_TCP = 900  # s, LVS's established-TCP default
 DEFAULT_TIMEOUT_UDP = 300  # s, LVS's UDP default
 
@@ -76,10 +78,25 @@ class DesiredState:
     backup_in_use: Mapping[int, bool] = field(default_factory=dict)
 
 
-def service_timeout(server: Server) -> int:
+def service_timeout(server: Server, config: Config) -> int:
+    """A server's session idle timeout: its own `timeout`; else `set tcpsessiontimeout` /
+    `udpsessiontimeout` by its protocol; else `set sessiontimeout`; else the per-protocol default.
+
+    A server without `protocol` serves TCP and UDP with one session (and the data path keeps one timeout
+    per service), so it takes the TCP timeout: a UDP-length idle limit would cut quiet TCP connections,
+    while a TCP-length one only keeps idle UDP sessions longer.
+    """
     if server.timeout is not None:
         return server.timeout
-    return DEFAULT_TIMEOUT_UDP if server.protocol is Protocol.UDP else DEFAULT_TIMEOUT_TCP
+    if server.protocol is Protocol.UDP:
+        key, default = "udpsessiontimeout", DEFAULT_TIMEOUT_UDP
+    else:
+        key, default = "tcpsessiontimeout", DEFAULT_TIMEOUT_TCP
+    # Validation (config/validate.py) has checked that these are whole numbers in range.
+    value = config.setting(key)
+    if value is None:
+        value = config.setting("sessiontimeout")
+    return default if value is None else int(value)
 
 
 def service_keys(server: Server) -> tuple[ServiceKey, ...]:
@@ -148,7 +165,7 @@ def compile_state(config: Config, environment: Environment) -> DesiredState:
             keys=service_keys(server),
             method=server.method,
             session_key=server.sessionid,
-            timeout=service_timeout(server),
+            timeout=service_timeout(server, config),
         )
         built = build_table(
             server.method,

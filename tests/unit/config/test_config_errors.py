@@ -9,6 +9,9 @@ from __future__ import annotations
 import pytest
 
 from dsrlb.config import ConfigErrors, loads
+from dsrlb.config.errors import SourceMap
+from dsrlb.config.validate import validate
+from dsrlb.model import Config
 
 # A valid DSR config (seed 001 shape, documentation addresses) that the semantic rows build on.
 NET = """interface 1 {
@@ -110,6 +113,15 @@ CASES: list[tuple[str, str, int, int, str, str]] = [
         "did you mean 'sessiontimeout'",
     ),
     ("set switch not 0/1", "set vrrppreempt 2\n", 1, 17, "2", "is a switch"),
+    ("session timeout 0", "set tcpsessiontimeout 0\n", 1, 23, "0", "tcpsessiontimeout 0 is out of range"),
+    (
+        "session timeout over a week",
+        "set {\n  sessiontimeout 604801\n}\n",
+        2,
+        18,
+        "604801",
+        "sessiontimeout 604801 is out of range",
+    ),
     ("register what?", "register targetz 1\n", 1, 10, "targetz", "did you mean 'target'"),
     ("mask prefix too long", "network 1 mask 33\n", 1, 16, "33", "prefix length"),
     ("advert not a number", "vrrp advert fast\n", 1, 13, "fast", "must be a number"),
@@ -368,3 +380,11 @@ def test_validation_reports_all_errors_in_order() -> None:
     assert "target 7 is not defined" in caught.value.errors[1].message
     assert "interface 3 is not defined" in caught.value.errors[2].message
     assert len(str(caught.value).splitlines()) == 3
+
+
+def test_session_timeouts_of_a_config_not_parsed() -> None:
+    """Importers build a Config directly: its settings are checked too, positioned at the file's top."""
+    config = Config(settings=(("sessiontimeout", "soon"), ("udpsessiontimeout", "604800")))
+    (error,) = validate(config, SourceMap("import.conf"))
+    assert (error.file, error.line, error.column) == ("import.conf", 1, 1)
+    assert "sessiontimeout 'soon' is not a number" in error.message

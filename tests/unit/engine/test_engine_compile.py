@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from ipaddress import IPv4Address, ip_address
 
+from dsrlb.config import loads
 from dsrlb.engine.compile import (
     AdminState,
     Environment,
     compile_state,
     diff,
     service_keys,
+    service_timeout,
 )
 from dsrlb.engine.dataplane import (
     IPPROTO_TCP,
@@ -19,6 +21,7 @@ from dsrlb.engine.dataplane import (
     SetTable,
     SetTargetState,
     TargetState,
+    UpsertService,
 )
 from dsrlb.engine.fixtures import CLIENT4, CLIENT4B, SECOND, VIP4, cfg, frame, lab_environment, server, target
 from dsrlb.engine.reference import ReferenceDataplane
@@ -57,6 +60,46 @@ def test_default_timeouts() -> None:
                  timeout=5), targets=(target(1),))
     services = compile_state(config, lab_environment(config)).services
     assert (services[1].timeout, services[2].timeout, services[3].timeout) == (900, 300, 5)
+
+
+def _timeouts(**settings: int) -> tuple[int, int, int, int]:
+    """(TCP, UDP, protocol-less, server `timeout 5`) under these `set` keys."""
+    config = replace(cfg(targets=()), settings=tuple(sorted((k, str(v)) for k, v in settings.items())))
+    servers = (server(protocol=Protocol.TCP), server(protocol=Protocol.UDP), server(protocol=None),
+               server(protocol=Protocol.UDP, timeout=5))
+    tcp, udp, both, own = (service_timeout(s, config) for s in servers)
+    return tcp, udp, both, own
+
+
+def test_set_session_timeouts() -> None:
+    assert _timeouts() == (900, 300, 900, 5)
+    assert _timeouts(tcpsessiontimeout=60) == (60, 300, 60, 5)
+    assert _timeouts(udpsessiontimeout=20) == (900, 20, 900, 5)  # no protocol: the TCP timeout
+    # sessiontimeout is the default of both, where the protocol's own key is absent.
+    assert _timeouts(sessiontimeout=120) == (120, 120, 120, 5)
+    assert _timeouts(sessiontimeout=120, udpsessiontimeout=20) == (120, 20, 120, 5)
+    assert _timeouts(sessiontimeout=120, tcpsessiontimeout=60, udpsessiontimeout=20) == (60, 20, 60, 5)
+
+
+def test_set_session_timeouts_reach_the_services_and_a_reload() -> None:
+    text = (
+        "set {\n  tcpsessiontimeout 60\n  udpsessiontimeout 20\n}\n"
+        "server 1 {\n  ipaddr 192.0.2.10\n  port 80\n  protocol tcp\n  targets 1\n}\n"
+        "server 2 {\n  ipaddr 192.0.2.10\n  port 53\n  protocol udp\n  targets 1\n}\n"
+        "server 3 {\n  ipaddr 192.0.2.11\n  targets 1\n}\n"
+        "server 4 {\n  ipaddr 192.0.2.12\n  port 80\n  protocol tcp\n  timeout 7\n  targets 1\n}\n"
+        "target 1 {\n  ipaddr 192.0.2.20\n  dsr enable\n}\n"
+        "register servers 1-4\nenable servers 1-4\nregister target 1\nenable target 1\n"
+    )
+    config = loads(text)
+    env = lab_environment(config)
+    old = compile_state(config, env)
+    assert {sid: spec.timeout for sid, spec in old.services.items()} == {1: 60, 2: 20, 3: 60, 4: 7}
+    # Changing a default is a service update (no service removed, so sessions survive the reload).
+    changed = replace(config, settings=(("tcpsessiontimeout", "90"), ("udpsessiontimeout", "20")))
+    changes = diff(old, compile_state(changed, env))
+    assert sorted(c.spec.id for c in changes if isinstance(c, UpsertService)) == [1, 3]
+    assert all(isinstance(c, UpsertService) for c in changes)
 
 
 def test_target_states_from_admin_health_and_next_hop() -> None:

@@ -104,6 +104,13 @@ def test_warnings_name_file_line_and_setting(full: ImportResult) -> None:
     assert all(str(w).startswith(f"{w.file}:{w.line}: warning: ") for w in full.warnings)
 
 
+def test_preempt_delay_is_dropped_not_mapped(full: ImportResult) -> None:
+    """No documented BalanceNG equivalent (docs/importers.md): warned about, and no `set` key invented."""
+    (warning,) = [w for w in full.warnings if w.setting == "preempt_delay"]
+    assert "no preemption delay" in str(warning) and "vrrppreemptts" in str(warning)
+    assert full.config.setting("vrrppreemptts") is None
+
+
 def test_include_relative_to_including_file(tmp_path: Path) -> None:
     (tmp_path / "services").mkdir()
     (tmp_path / "services" / "b.conf").write_text(
