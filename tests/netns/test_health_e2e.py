@@ -2,7 +2,8 @@
 load agents on the targets, real clients through the VIP, state read from the control socket.
 
 (a) seed 001 (`tcpopen 80,3,10`): a target whose HTTP server stops is down within T + I, gets no new
-    sessions, and is back (and chosen again) when its server restarts;
+    sessions, and is back (and chosen again) when its server restarts; a subscriber to the control
+    socket's event stream gets a `target` event for each change;
 (b) seed 000 (`method agent`, agents on UDP 439): new sessions go only to the less loaded target, and
     follow the load when it changes;
 (c) a hung `script` check does not stall the other checks: another target still goes down and comes
@@ -15,11 +16,13 @@ failure"), with a small margin for polling and scheduling; they are not speed me
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,6 +123,36 @@ def restart_httpd(lab: Lab, topology: LabTopology, target: LabTarget) -> None:
     lab.spawn(target.role, "httpd", list(plan.argv), ready_line=READY)
 
 
+class EventLog:
+    """A subscriber on the daemon's control socket, reading its event stream on a thread (which ends
+    when the daemon closes the connection: the lab stops the daemon)."""
+
+    def __init__(self, instance: str) -> None:
+        self.client = ControlClient.for_instance(instance, timeout=5.0)
+        stream = self.client.subscribe()
+        self.events: list[Mapping[str, Any]] = []
+        self._lock = threading.Lock()
+
+        def read() -> None:
+            for event in stream:
+                with self._lock:
+                    self.events.append(event)
+
+        threading.Thread(target=read, name="events", daemon=True).start()
+
+    def wait_for(self, what: str, predicate: Callable[[Mapping[str, Any]], bool],
+                 timeout: float) -> Mapping[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                found = next((e for e in self.events if predicate(e)), None)
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {what} event within {timeout:.1f} s; got {self.events}")
+            time.sleep(POLL)
+
+
 @pytest.fixture(params=ENGINES)
 def dsr_lab(request: pytest.FixtureRequest) -> Iterator[Running]:
     with Lab() as lab:
@@ -137,6 +170,7 @@ def test_a_dead_server_goes_down_in_time_gets_no_sessions_and_comes_back(dsr_lab
     assert (check.interval, check.timeout) == (3, 10)  # the seed's `tcpopen 80,3,10`
     before = run.http(list(run.topology.client_sources))
     assert before.errors == {} and set(before.replies) == {victim.name, other.name}
+    events = EventLog(run.balancer.netns)
 
     # Timed from just before the stop: the server's socket closes somewhere inside lab.stop().
     stopped = time.monotonic()
@@ -146,6 +180,12 @@ def test_a_dead_server_goes_down_in_time_gets_no_sessions_and_comes_back(dsr_lab
     assert took <= check.timeout + check.interval + MARGIN, f"down after {took:.1f} s"
     row = run.targets()[1]
     assert "tcpopen" in str(row["reason"]) and run.state(2) == "up"
+    # The subscriber heard it too: {"type": "target", "id", "old", "new", "reason", "time"}
+    # (docs/control.md), sent once the data path has the change.
+    down = events.wait_for("target 1 down", lambda e: e.get("type") == "target" and e.get("id") == 1
+                           and e.get("new") == "down", MARGIN + 5)
+    assert down["old"] == "up" and "tcpopen" in str(down["reason"]) and isinstance(down["time"], float)
+    assert not [e for e in events.events if e.get("type") == "target" and e.get("id") == 2]
 
     # Every client, old (sessions to the dead target move on their next packet) and new, reaches the
     # other target, and not one request fails.
@@ -156,6 +196,9 @@ def test_a_dead_server_goes_down_in_time_gets_no_sessions_and_comes_back(dsr_lab
     restart_httpd(run.lab, run.topology, victim)
     took = wait_until("target 1 up again", lambda: run.state(1) == "up", check.interval + 10)
     assert took <= check.interval + MARGIN, f"up after {took:.1f} s"
+    up = events.wait_for("target 1 up", lambda e: e.get("type") == "target" and e.get("id") == 1
+                         and e.get("new") == "up", MARGIN + 5)
+    assert up["old"] == "down" and up["time"] >= down["time"]
     # New clients are spread over both targets again (round robin).
     back = run.http(run.fresh_clients("b"))
     assert back.errors == {} and set(back.replies) == {victim.name, other.name}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 from dsrlb import __version__
 from dsrlb.config import write
 from dsrlb.config.jsonview import config_to_json
-from dsrlb.control.commands import CommandFailed, CommandResult, Param, ParamKind, ParsedArgs, Registry
+from dsrlb.control.commands import (
+    CommandFailed,
+    CommandResult,
+    Handler,
+    Param,
+    ParamKind,
+    ParsedArgs,
+    Registry,
+)
 from dsrlb.control.metrics import MetricsSnapshot, ServiceCounters, TargetCounters
 from dsrlb.control.views import NetworkView, ServerView, SessionView, StatsView, TargetView
 from dsrlb.engine.compile import AdminState
@@ -178,6 +186,7 @@ def stats_view(daemon: Daemon, counts: SessionCounts | None = None) -> StatsView
     counters = dict(daemon.engine.stats())
     counters.update({f"health_{k}": v for k, v in daemon.health.counters().items()})
     counters["session_events"] = daemon.session_events
+    counters["republishes"] = daemon.republishes  # recompiles of the desired state (health bursts coalesced)
     return StatsView(engine=daemon.engine.name, uptime_s=time.time() - daemon.started,
                      sessions=(counts or SessionCounts.of(daemon)).total, counters=counters,
                      drops={k: counters.get(k, 0) for k in _DROP_REASONS})
@@ -189,6 +198,19 @@ def build_registry(daemon: Daemon) -> Registry:
     registry = Registry(info=lambda: {"hostname": hostname(daemon.config), "instance": daemon.instance,
                                       "version": __version__, "engine": daemon.engine.name,
                                       "config": str(daemon.config_path)})
+
+    def command(words: str, help: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+        """registry.command, with a pending (coalesced) republish flushed before the handler runs:
+        what a command shows, and the moment it answers, follow the data path (core.py)."""
+        def register(handler: Handler) -> Handler:
+            def flushed(args: ParsedArgs) -> CommandResult | Awaitable[CommandResult]:
+                daemon.flush_republish()
+                return handler(args)
+
+            registry.command(words, help, **kwargs)(flushed)
+            return handler
+        return register
+
     ids = (Param("ids", ParamKind.IDS, help="target ids: 1,2 or 1-3"),)
 
     def known(args: ParsedArgs) -> tuple[int, ...]:
@@ -206,33 +228,34 @@ def build_registry(daemon: Daemon) -> Registry:
                                  f"target(s) {','.join(map(str, chosen))} {state}")
         return handler
 
-    registry.command("show servers", "virtual servers and their state")(
+    command("show servers", "virtual servers and their state")(
         lambda a: CommandResult({"servers": server_views(daemon)}))
-    registry.command("show targets", "targets: state, since, why, sessions, counters")(
+    command("show targets", "targets: state, since, why, sessions, counters")(
         lambda a: CommandResult({"targets": target_views(daemon)}))
 
     def show_sessions(args: ParsedArgs) -> CommandResult:
         rows, total = session_views(daemon)
         return CommandResult({"sessions": rows, "total": total})
 
-    registry.command("show sessions", "the session table (first 1000 rows)")(show_sessions)
-    registry.command("show networks", "networks and their addresses")(
+    command("show sessions", "the session table (first 1000 rows)")(show_sessions)
+    command("show networks", "networks and their addresses")(
         lambda a: CommandResult({"networks": network_views(daemon)}))
+
     def show_gateway(args: ParsedArgs) -> CommandResult:
         data = gateway_view(daemon)
         return CommandResult(data, _gateway_text(data))
 
-    registry.command("show gateway", "the gateway check: state, since, why, latency")(show_gateway)
-    registry.command("show stats", "engine counters and drops by reason")(
+    command("show gateway", "the gateway check: state, since, why, latency")(show_gateway)
+    command("show stats", "engine counters and drops by reason")(
         lambda a: CommandResult({"stats": stats_view(daemon)}))
-    registry.command("show config", "the running configuration")(
+    command("show config", "the running configuration")(
         lambda a: CommandResult(config_to_json(daemon.config), write(daemon.config)))
-    registry.command("enable target", "put targets back in service", params=ids,
-                     aliases=("enable targets",), action=True)(admin(AdminState.ENABLED))
-    registry.command("disable target", "no new sessions; established ones finish", params=ids,
-                     aliases=("disable targets",), action=True)(admin(AdminState.DISABLED))
-    registry.command("drain target", "like disable, shown as draining", params=ids,
-                     aliases=("drain targets",), action=True)(admin(AdminState.DRAINING))
+    command("enable target", "put targets back in service", params=ids,
+            aliases=("enable targets",), action=True)(admin(AdminState.ENABLED))
+    command("disable target", "no new sessions; established ones finish", params=ids,
+            aliases=("disable targets",), action=True)(admin(AdminState.DISABLED))
+    command("drain target", "like disable, shown as draining", params=ids,
+            aliases=("drain targets",), action=True)(admin(AdminState.DRAINING))
 
     async def reload(args: ParsedArgs) -> CommandResult:
         path = args.word("file")
@@ -242,14 +265,14 @@ def build_registry(daemon: Daemon) -> Registry:
             raise CommandFailed(f"reload refused, the running config stays:\n{exc}") from None
         return CommandResult({"reloaded": str(daemon.config_path)}, f"reloaded {daemon.config_path}")
 
-    registry.command("reload", "re-read the config file (atomic; a bad file changes nothing)",
-                     params=(Param("file", ParamKind.WORD, required=False),), action=True)(reload)
+    command("reload", "re-read the config file (atomic; a bad file changes nothing)",
+            params=(Param("file", ParamKind.WORD, required=False),), action=True)(reload)
 
     def shutdown(args: ParsedArgs) -> CommandResult:
         daemon.request_stop()
         return CommandResult({"stopping": True}, "stopping")
 
-    registry.command("shutdown", "stop the daemon (removes what it added)", action=True)(shutdown)
+    command("shutdown", "stop the daemon (removes what it added)", action=True)(shutdown)
     return registry
 
 
@@ -257,6 +280,7 @@ def metrics_snapshot(daemon: Daemon) -> MetricsSnapshot:
     """What one /metrics scrape shows, read from the engine and health at scrape time."""
     from dsrlb.daemon.core import hostname
 
+    daemon.flush_republish()
     counts = SessionCounts.of(daemon)
     targets = tuple(
         TargetCounters(id=row["id"], name=row["name"], address=row["address"] or "", state=row["state"],

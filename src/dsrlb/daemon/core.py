@@ -3,6 +3,14 @@
 config -> desired state -> Change list -> engine, re-computed whenever an input changes: a reload, a
 health event, an operator's enable/disable/drain, a next hop that resolves or changes, and the
 control tick that republishes metric-driven tables (docs/datapath.md §4).
+
+Health events are coalesced: each marks the state dirty, and one republish (a recompile of the
+whole desired state: tens of milliseconds with 10,000 targets) serves every event of a burst. It
+runs on the next loop pass, or, when the last one was recent, `republish_gap()` after it (3x the
+cost of a republish, 0.05-0.5 s), far inside a probe interval. A target event is published on the
+control socket only after the republish that carried it, and every control command flushes a
+pending republish before it answers, so what a command or an event says the data path has already
+got.
 """
 
 from __future__ import annotations
@@ -24,10 +32,10 @@ from dsrlb.control.http import HttpApi
 from dsrlb.control.server import ControlServer
 from dsrlb.daemon.commands import build_registry, metrics_snapshot
 from dsrlb.daemon.engines import Engine, make_engine
-from dsrlb.daemon.plumbing import Plumbing, plan_addresses
+from dsrlb.daemon.plumbing import AddressPlan, Plumbing, plan_addresses
 from dsrlb.engine.compile import AdminState, DesiredState, Environment, compile_state, diff
 from dsrlb.engine.dataplane import IPNetwork, NextHop
-from dsrlb.health.scheduler import HealthScheduler
+from dsrlb.health.scheduler import HealthConfigError, HealthScheduler, agent_secret
 from dsrlb.health.state import HealthEvent, HealthState, TargetStateChanged
 from dsrlb.model import Config, Method
 from dsrlb.paths import InstancePaths, instance_paths
@@ -38,10 +46,18 @@ T = TypeVar("T")
 TICK_SECONDS = 1.0
 NEXT_HOP_REFRESH_SECONDS = 5.0
 _METRIC_METHODS = (Method.SESSION, Method.BANDWIDTH, Method.AGENT, Method.RNDAGENT)
+# Coalesced republishes (module docstring) are at least this far apart, and at least
+# REPUBLISH_GAP_FACTOR times the last one's cost: a burst of events spends at most about a quarter
+# of the event loop on recompiling. Never more than REPUBLISH_MAX_GAP, which bounds how late a
+# health change reaches the data path (probe intervals are whole seconds).
+REPUBLISH_MIN_GAP = 0.05
+REPUBLISH_GAP_FACTOR = 3.0
+REPUBLISH_MAX_GAP = 0.5
 
 
 class ReloadRefused(Exception):
-    """A reload whose config does not validate: the running config stays."""
+    """A reload that cannot be applied (a config that does not validate, an unreadable agent secret,
+    changed interfaces, a netlink failure): the running config, addresses and health checks stay."""
 
 
 @dataclass
@@ -58,7 +74,9 @@ class LiveState:
 
 class Daemon:
     def __init__(self, config_path: Path, instance: str = "0", engine: str = "auto",
-                 xdp_mode: str = "auto", http: tuple[str, int] | None = None) -> None:
+                 xdp_mode: str = "auto", http: tuple[str, int] | None = None, *,
+                 plumbing: Plumbing | None = None, engine_impl: Engine | None = None) -> None:
+        """`plumbing` and `engine_impl` replace the netlink side and the executor (tests)."""
         self.config_path = Path(config_path)
         self.instance = instance
         self.paths: InstancePaths = instance_paths(instance)
@@ -69,8 +87,9 @@ class Daemon:
         # pyroute2's synchronous API runs its own event loop, so it cannot be called from ours: all
         # netlink work happens on this one thread (which also keeps the socket single-threaded).
         self._netlink_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsrlb-netlink")
-        self.plumbing = self._netlink_thread.submit(Plumbing).result()
-        self.engine: Engine = make_engine(engine, instance, xdp_mode)
+        self.plumbing = plumbing if plumbing is not None else self._netlink_thread.submit(Plumbing).result()
+        self.engine: Engine = (engine_impl if engine_impl is not None
+                               else make_engine(engine, instance, xdp_mode))
         self.health = HealthScheduler(self.config)
         registry = build_registry(self)
         self.control = ControlServer(registry, self.paths.control_socket)
@@ -78,8 +97,17 @@ class Daemon:
                                                       metrics=lambda: metrics_snapshot(self))
         self.desired: DesiredState | None = None
         self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()  # SIGHUP and `reload` commands one after the other
         self._last_next_hops = 0.0
         self.session_events = 0
+        self._served: frozenset[str] | None = None  # the interfaces the engine was started on
+        # coalesced republishing (module docstring)
+        self._republish_handle: asyncio.TimerHandle | None = None
+        self._republished_at = -float("inf")  # time.monotonic() at the end of the last republish
+        self._republish_cost = 0.0  # seconds the last republish took
+        self._held_events: list[dict[str, Any]] = []  # target events waiting for their republish
+        self._closing = False
+        self.republishes = 0
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -111,6 +139,7 @@ class Daemon:
         await self._on_netlink(self.plumbing.apply, plan)
         await self._refresh_next_hops()
         self.engine.start(plan.interfaces)
+        self._served = frozenset(plan.interfaces)
         self.health.subscribe(self._on_health)
         await self.health.start()
         self._republish()
@@ -124,6 +153,10 @@ class Daemon:
                 self.http = None
 
     async def _shutdown(self) -> None:
+        self._closing = True
+        if self._republish_handle is not None:
+            self._republish_handle.cancel()
+            self._republish_handle = None
         steps = [self.control.stop, self.health.stop] + ([self.http.stop] if self.http else [])
         for step in steps:
             try:
@@ -150,9 +183,10 @@ class Daemon:
         if isinstance(event, TargetStateChanged):
             self.live.health[event.target_id] = event.new
             log.info("target %d %s -> %s: %s", event.target_id, event.old, event.new, event.reason)
-            self._republish()
-            self.control.publish({"type": "target", "id": event.target_id, "old": str(event.old),
-                                  "new": str(event.new), "reason": event.reason, "time": time.time()})
+            # published by the republish that carries the change to the data path
+            self._held_events.append({"type": "target", "id": event.target_id, "old": str(event.old),
+                                      "new": str(event.new), "reason": event.reason, "time": time.time()})
+            self._schedule_republish()
         else:  # the gateway check: shown, announced, and what VRRP tracking will read
             log.info("gateway %s -> %s: %s", event.old, event.new, event.reason)
             self.control.publish({"type": "gateway", "old": str(event.old), "new": str(event.new),
@@ -184,16 +218,39 @@ class Daemon:
         self._republish()
 
     async def reload(self, path: Path | None = None) -> Config:
-        """Load and apply a new config atomically; a bad one raises ReloadRefused and changes nothing."""
-        source = Path(path) if path is not None else self.config_path
+        """Load and apply a new config; one that cannot be applied raises ReloadRefused and leaves the
+        running config, the kernel's addresses and routes, and the health checks as they were.
+
+        The checks that need no change come first (the config, the agent secret, the interfaces the
+        engine serves); then the network side (undone by Plumbing itself when it fails half way), then
+        the health checks (the network side is put back when they fail), then the data path."""
+        async with self._reload_lock:
+            return await self._reload(Path(path) if path is not None else self.config_path)
+
+    async def _reload(self, source: Path) -> Config:
         try:
             new = configuration.load(str(source))
         except configuration.ConfigErrors as exc:
             raise ReloadRefused(str(exc)) from exc
         except OSError as exc:
             raise ReloadRefused(f"{source}: {exc.strerror}") from exc
-        self.health.reconfigure(new)
-        await self._on_netlink(self.plumbing.apply, plan_addresses(new))
+        try:
+            agent_secret(new)
+        except HealthConfigError as exc:
+            raise ReloadRefused(f"{source}: {exc}") from exc
+        plan = plan_addresses(new)
+        self._check_interfaces(plan, source)
+        old_plan = plan_addresses(self.config)
+        try:
+            await self._on_netlink(self.plumbing.apply, plan)
+        except Exception as exc:
+            log.exception("reload: applying the addresses of %s", source)
+            raise ReloadRefused(f"{source}: the network side could not be applied: {exc}") from exc
+        try:
+            self.health.reconfigure(new)
+        except Exception as exc:
+            await self._restore_network(old_plan)
+            raise ReloadRefused(f"{source}: the health checks could not be applied: {exc}") from exc
         self.config, self.config_path = new, source
         kept = {tid: s for tid, s in self.live.admin.items() if new.target(tid) is not None}
         self.live.admin = kept
@@ -201,6 +258,25 @@ class Daemon:
         self._republish()
         self.control.publish({"type": "reload", "config": str(source), "time": time.time()})
         return new
+
+    def _check_interfaces(self, plan: AddressPlan, source: Path) -> None:
+        """The engine attaches to its interfaces once, at start: a config that serves others needs
+        a restart (a reload would leave them unserved)."""
+        served = self._served
+        if served is not None and frozenset(plan.interfaces) != served:
+            def listed(names: frozenset[str]) -> str:
+                return ", ".join(sorted(names)) or "none"
+
+            raise ReloadRefused(
+                f"{source}: the balancer's interfaces change ({listed(served)} -> "
+                f"{listed(frozenset(plan.interfaces))}); the engine serves the interfaces it started "
+                "on: restart the daemon to apply this config")
+
+    async def _restore_network(self, plan: AddressPlan) -> None:
+        try:
+            await self._on_netlink(self.plumbing.apply, plan)
+        except Exception:
+            log.exception("reload: restoring the running config's addresses")
 
     async def _reload_logged(self) -> None:
         try:
@@ -244,14 +320,46 @@ class Daemon:
             self.live.bytes_seen[target.id] = (now, total)
         return rates
 
-    def _republish(self) -> None:
-        desired = compile_state(self.config, self.environment())
-        changes = diff(self.desired, desired)
-        if changes:
-            self.engine.apply(changes)
-            self.engine.steer(desired)
-        self.desired = desired
+    def _schedule_republish(self) -> None:
+        """Republish soon, once for every change until then (module docstring)."""
+        if self._republish_handle is not None or self._closing:
+            return
+        delay = self._republished_at + self.republish_gap() - time.monotonic()
+        loop = asyncio.get_running_loop()
+        self._republish_handle = loop.call_later(max(0.0, delay), self._republish)
 
+    def republish_gap(self) -> float:
+        """The least time between coalesced republishes."""
+        return min(REPUBLISH_MAX_GAP, max(REPUBLISH_MIN_GAP, REPUBLISH_GAP_FACTOR * self._republish_cost))
+
+    @property
+    def republish_pending(self) -> bool:
+        return self._republish_handle is not None
+
+    def flush_republish(self) -> None:
+        """Run a pending republish now (before a control command answers)."""
+        if self._republish_handle is not None and not self._closing:
+            self._republish()
+
+    def _republish(self) -> None:
+        if self._republish_handle is not None:
+            self._republish_handle.cancel()
+            self._republish_handle = None
+        events, self._held_events = self._held_events, []
+        started = time.monotonic()
+        try:
+            desired = compile_state(self.config, self.environment())
+            changes = diff(self.desired, desired)
+            if changes:
+                self.engine.apply(changes)
+                self.engine.steer(desired)
+            self.desired = desired
+            self.republishes += 1
+        finally:
+            self._republished_at = time.monotonic()
+            self._republish_cost = self._republished_at - started
+            for event in events:
+                self.control.publish(event)
 
 def hostname(config: Config) -> str:
     return config.hostname or socket.gethostname()

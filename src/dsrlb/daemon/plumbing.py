@@ -25,7 +25,7 @@ from dsrlb.model import Config, Network
 from dsrlb.netlink import Netlink, RouteEntry, RouteType
 from dsrlb.netlink.errors import NetlinkFacadeError
 from dsrlb.netlink.keepers import AddressKeeper
-from dsrlb.netlink.sysctl import Sysctl, SysctlKeeper
+from dsrlb.netlink.sysctl import Sysctl, SysctlError, SysctlKeeper, write_sysctl
 from dsrlb.netlink.types import Neighbour, Resolution
 
 log = logging.getLogger("dsrlb.daemon")
@@ -162,7 +162,11 @@ class Plumbing:
 
     def apply(self, plan: AddressPlan) -> None:
         """Add what the plan wants, remove what an earlier plan added and this one does not, and
-        route by the config's gateway where the operator has no default route."""
+        route by the config's gateway where the operator has no default route.
+
+        All or nothing: when an address or sysctl cannot be set, what this call added is removed and
+        the sysctls it changed are put back before the error propagates, so the kernel is as the
+        previous plan left it (a refused reload changes nothing)."""
         wanted: list[tuple[str, IPInterface]] = []
         homes: dict[IPNetwork, str] = {}
         for placement in plan.placements:
@@ -172,18 +176,42 @@ class Plumbing:
             for ifname in (home, *(i for i in placement.interfaces if i != home)):
                 wanted += [(ifname, a if ifname == home else _host(a)) for a in placement.addresses]
         wanted = list(dict.fromkeys(wanted))
-        for ifname, interface in wanted:
-            # nodad: a VIP or virt address must answer at once, not after duplicate detection.
-            self._addresses.add(ifname, interface, nodad=True)
+        had = set(self._addresses.added)
+        sysctls = self._sysctls.changed
+        try:
+            for ifname, interface in wanted:
+                # nodad: a VIP or virt address must answer at once, not after duplicate detection.
+                self._addresses.add(ifname, interface, nodad=True)
+            if plan.forwarding_v4:
+                self._sysctls.set(Sysctl.ipv4("ip_forward"), 1)
+            if plan.forwarding_v6:
+                self._sysctls.set(Sysctl.parse("net.ipv6.conf.all.forwarding"), 1)
+        except Exception:
+            self._undo(had, sysctls)
+            raise
         for ifname, interface in self._current:
             if (ifname, interface) not in wanted:
-                self._addresses.remove(ifname, interface)
+                try:
+                    self._addresses.remove(ifname, interface)
+                except NetlinkFacadeError as exc:  # the new plan is in place: this one stays behind
+                    log.warning("removing %s from %s: %s", interface, ifname, exc)
         self._current = tuple(wanted)
-        if plan.forwarding_v4:
-            self._sysctls.set(Sysctl.ipv4("ip_forward"), 1)
-        if plan.forwarding_v6:
-            self._sysctls.set(Sysctl.parse("net.ipv6.conf.all.forwarding"), 1)
         self._route_gateways(plan.gateways, homes)
+
+    def _undo(self, had: set[tuple[str, IPInterface]], sysctls: dict[Sysctl, str]) -> None:
+        """Remove the addresses added since `had`, put back the sysctls changed since `sysctls`."""
+        for ifname, interface in reversed(self._addresses.added):
+            if (ifname, interface) not in had:
+                try:
+                    self._addresses.remove(ifname, interface)
+                except NetlinkFacadeError as exc:
+                    log.warning("undoing %s on %s: %s", interface, ifname, exc)
+        for key, old in self._sysctls.changed.items():
+            if key not in sysctls:
+                try:
+                    write_sysctl(key, old)
+                except SysctlError as exc:
+                    log.warning("putting back %s: %s", key, exc)
 
     def home(self, placement: NetworkPlacement) -> str:
         """The interface that carries the placement's prefix (module docstring). Probes ARP/ND once
