@@ -123,7 +123,7 @@ SET_KEYS: dict[str, str] = {
     "sessionsync": "flag",
     "sessionsyncack": "flag",
     "sessionsyncport": "count",
-    "sessiontabsize": "count",
+    "sessiontabsize": "count",  # dsrlb: entries of the XDP session table (daemon/xdp_runner.py)
     "sessiontimeout": "count",  # dsrlb: default session idle timeout, both protocols (engine/compile.py)
     "snmp": "flag",
     "tcpsessiontimeout": "count",  # dsrlb: default session idle timeout of TCP and protocol-less servers
@@ -161,7 +161,14 @@ WEIGHT_RANGE = (0, 65535)
 HTTP_STATUS_RANGE = (100, 599)
 MAX_INTERVAL = 86400  # health-check interval and timeout, seconds
 SESSION_TIMEOUT_RANGE = (1, 7 * 86400)  # seconds: server `timeout` and the `set` *sessiontimeout keys
-SESSION_TIMEOUT_KEYS = ("sessiontimeout", "tcpsessiontimeout", "udpsessiontimeout")
+# `set` keys dsrlb acts on whose values have a range (checked at the value, config/validate.py).
+SET_KEY_RANGES: dict[str, tuple[int, int]] = {
+    "sessiontimeout": SESSION_TIMEOUT_RANGE,
+    "tcpsessiontimeout": SESSION_TIMEOUT_RANGE,
+    "udpsessiontimeout": SESSION_TIMEOUT_RANGE,
+    # entries of the XDP session table (and of its NAT return table), fixed when the program loads
+    "sessiontabsize": (1024, 1 << 24),
+}
 MAX_NUMBER_DIGITS = 18  # longer digit strings are refused before int() (CPython caps int parsing)
 AUTHPASS_MAX = 8  # VRRPv2 simple text password: 8 octets of Authentication Data (RFC 2338 §5.3.10)
 IFNAMSIZ = 15  # Linux interface names: at most 15 bytes, no '/', ':' or blanks

@@ -56,19 +56,19 @@ class _Checker:
         return False
 
     def settings(self) -> None:
-        # The session timeouts are defaults of the server `timeout`, so they share its range. The parser
-        # has made them whole numbers; a Config built by an importer or by hand has not, so check digits
-        # (ASCII only, and few: int() takes other Unicode digits and caps the length it parses).
-        # Errors sit at the value ("KEY.value"), falling back to the key, then to the top of the file.
-        for key in kw.SESSION_TIMEOUT_KEYS:
+        # The parser has made count values whole numbers; a Config built by an importer or by hand has
+        # not, so check digits (ASCII only, and few: int() takes other Unicode digits and caps the
+        # length it parses). Errors sit at the value ("KEY.value"), falling back to the key, then to
+        # the top of the file. The session timeouts are defaults of the server `timeout`: same range.
+        for key, bounds in kw.SET_KEY_RANGES.items():
             value = self.config.setting(key)
             if value is None:
                 continue
             where = f"{key}.value"
             if not re.fullmatch(rf"[0-9]{{1,{kw.MAX_NUMBER_DIGITS}}}", value):
-                self.error("set", 0, where, f"{key} {value!r} is not a number", "a number of seconds")
+                self.error("set", 0, where, f"{key} {value!r} is not a number", "a whole number")
                 continue
-            self.in_range("set", 0, where, key, int(value), kw.SESSION_TIMEOUT_RANGE)
+            self.in_range("set", 0, where, key, int(value), bounds)
 
     def lifecycle(self, kind: str, oid: int, registered: bool, enabled: bool) -> None:
         if enabled and not registered:

@@ -89,7 +89,7 @@ class Daemon:
         self._netlink_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsrlb-netlink")
         self.plumbing = plumbing if plumbing is not None else self._netlink_thread.submit(Plumbing).result()
         self.engine: Engine = (engine_impl if engine_impl is not None
-                               else make_engine(engine, instance, xdp_mode))
+                               else make_engine(engine, instance, xdp_mode, self.config))
         self.health = HealthScheduler(self.config)
         registry = build_registry(self)
         self.control = ControlServer(registry, self.paths.control_socket)
@@ -240,6 +240,9 @@ class Daemon:
             raise ReloadRefused(f"{source}: {exc}") from exc
         plan = plan_addresses(new)
         self._check_interfaces(plan, source)
+        problem = self.engine.capacity_problem(new)
+        if problem is not None:
+            raise ReloadRefused(f"{source}: {problem}")
         old_plan = plan_addresses(self.config)
         try:
             await self._on_netlink(self.plumbing.apply, plan)

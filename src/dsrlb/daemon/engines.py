@@ -19,6 +19,7 @@ from dsrlb.afpacket.steal import KernelSteal, ReturnSource, return_sources
 from dsrlb.engine.compile import DesiredState
 from dsrlb.engine.dataplane import Change, ServiceKey, SessionEntry
 from dsrlb.engine.reference import ReferenceDataplane
+from dsrlb.model import Config
 
 log = logging.getLogger("dsrlb.daemon")
 
@@ -53,6 +54,9 @@ class Engine(Protocol):
 
     def target_stats(self, target_id: int) -> Mapping[str, int]:
         """`packets`, `bytes`, `sessions_new` of one target."""
+
+    def capacity_problem(self, config: Config) -> str | None:
+        """Why this running engine cannot take `config` without a restart (fixed sizes), or None."""
 
 
 class AfPacketRunner:
@@ -112,6 +116,9 @@ class AfPacketRunner:
         with self._locked():
             return self._dataplane.target_stats(target_id)
 
+    def capacity_problem(self, config: Config) -> str | None:
+        return None  # the reference's tables grow as needed
+
     def _locked(self) -> AbstractContextManager[object]:
         return self._engine.lock if self._engine is not None else nullcontext()
 
@@ -122,10 +129,11 @@ class AfPacketRunner:
             return list(self._dataplane.sessions())
 
 
-def make_engine(kind: str, instance: str, xdp_mode: str = "auto") -> Engine:
+def make_engine(kind: str, instance: str, xdp_mode: str = "auto", config: Config | None = None) -> Engine:
     """The engine `kind` names; `auto` is XDP when BPF works here, else AF_PACKET.
 
-    `xdp_mode`: auto (native, else generic with a warning), native, or generic (skb mode).
+    `xdp_mode`: auto (native, else generic with a warning), native, or generic (skb mode). `config`
+    sizes the XDP maps (xdp_runner.sizes_for).
     """
     if kind not in ENGINE_NAMES:
         raise EngineError(f"unknown engine {kind!r}: choose one of {', '.join(ENGINE_NAMES)}")
@@ -133,7 +141,7 @@ def make_engine(kind: str, instance: str, xdp_mode: str = "auto") -> Engine:
         try:
             from dsrlb.daemon.xdp_runner import XdpRunner
 
-            runner: Engine = XdpRunner(instance, xdp_mode)
+            runner: Engine = XdpRunner(instance, xdp_mode, config)
             return runner
         except Exception as exc:
             if kind == "xdp":

@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dsrlb.engine.compile import DesiredState
+from dsrlb.engine.compile import DesiredState, service_keys
 from dsrlb.engine.dataplane import Change, SessionEntry
-from dsrlb.xdp.dataplane import XdpDataplane
+from dsrlb.model import Config
+from dsrlb.xdp.dataplane import XdpDataplane, XdpSizes
 
 log = logging.getLogger("dsrlb.daemon")
 BPFFS = Path("/sys/fs/bpf")
@@ -33,13 +35,70 @@ def _is_bpffs(path: Path) -> bool:
         return False
 
 
+# Room for a reload to add servers and targets: map sizes are fixed when the program loads, so a
+# config that outgrows them needs a restart (Daemon.reload refuses it and says so). Every service slot
+# holds a whole selection table (65537 x 8 bytes, preallocated), so services get a fixed spare count
+# rather than a multiple.
+SPARE_SERVICES = 16
+GROWTH = 2
+
+
+@dataclass(frozen=True)
+class ConfigDemand:
+    """What a config needs of the XDP maps."""
+
+    services: int
+    service_keys: int
+    targets: int
+    sessions: int
+
+    @classmethod
+    def of(cls, config: Config) -> ConfigDemand:
+        servers = [s for s in config.servers if s.registered]
+        tabsize = config.setting("sessiontabsize")  # validated: a whole number in range
+        return cls(services=len(servers), service_keys=sum(len(service_keys(s)) for s in servers),
+                   targets=sum(1 for t in config.targets if t.registered),
+                   sessions=int(tabsize) if tabsize is not None else XdpSizes.sessions)
+
+
+def sizes_for(config: Config) -> XdpSizes:
+    """Map sizes for `config`: the defaults, or more with room to grow; sessions = `sessiontabsize`."""
+    need, default = ConfigDemand.of(config), XdpSizes()
+    return replace(
+        default,
+        services=max(default.services, need.services + SPARE_SERVICES),
+        service_keys=max(default.service_keys, GROWTH * need.service_keys),
+        targets=max(default.targets, GROWTH * need.targets),
+        vips=max(default.vips, GROWTH * need.services),
+        sessions=need.sessions,
+        nat_returns=need.sessions,
+    )
+
+
+def capacity_problem(sizes: XdpSizes, config: Config) -> str | None:
+    """Why maps of `sizes` cannot serve `config` (a reload that needs a restart), or None."""
+    need = ConfigDemand.of(config)
+    over = [f"{what} {wanted} > {have}" for what, wanted, have in (
+        ("servers", need.services, sizes.services), ("service keys", need.service_keys, sizes.service_keys),
+        ("targets", need.targets, sizes.targets)) if wanted > have]
+    if need.sessions != sizes.sessions:
+        over.append(f"sessiontabsize {need.sessions} (the session table holds {sizes.sessions})")
+    if not over:
+        return None
+    return f"the XDP maps were sized at start: {', '.join(over)}; restart the daemon to apply this config"
+
+
 class XdpRunner:
     name = "xdp"
 
-    def __init__(self, instance: str, mode: str = "auto") -> None:
+    def __init__(self, instance: str, mode: str = "auto", config: Config | None = None) -> None:
         # Loading here (not in start) makes `--engine auto` fall back before anything is configured.
-        self._dataplane = XdpDataplane(instance=instance)
+        self._dataplane = XdpDataplane(sizes_for(config) if config is not None else XdpSizes(),
+                                       instance=instance)
         self._mode = mode
+
+    def capacity_problem(self, config: Config) -> str | None:
+        return capacity_problem(self._dataplane.sizes, config)
 
     def start(self, interfaces: Sequence[str]) -> None:
         try:

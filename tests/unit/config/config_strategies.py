@@ -12,7 +12,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from hypothesis import strategies as st
 
-from dsrlb.config.keywords import SESSION_TIMEOUT_KEYS, SESSION_TIMEOUT_RANGE, SET_KEYS
+from dsrlb.config.keywords import SET_KEY_RANGES, SET_KEYS
 from dsrlb.model import (
     AgentCheck,
     Check,
@@ -288,8 +288,8 @@ def configs(draw: st.DrawFn) -> Config:
         value = draw(
             st.sampled_from(["0", "1"])
             if kind == "flag"
-            else st.integers(*SESSION_TIMEOUT_RANGE).map(str)  # validated like the server `timeout`
-            if key in SESSION_TIMEOUT_KEYS
+            else st.integers(*SET_KEY_RANGES[key]).map(str)  # keys dsrlb acts on have a range
+            if key in SET_KEY_RANGES
             else st.integers(0, 10**6).map(str)
             if kind == "count"
             else any_text

@@ -122,6 +122,7 @@ CASES: list[tuple[str, str, int, int, str, str]] = [
         "604801",
         "sessiontimeout 604801 is out of range",
     ),
+    ("session table too small", "set sessiontabsize 10\n", 1, 20, "10", "sessiontabsize 10 is out of range"),
     ("register what?", "register targetz 1\n", 1, 10, "targetz", "did you mean 'target'"),
     ("mask prefix too long", "network 1 mask 33\n", 1, 16, "33", "prefix length"),
     ("advert not a number", "vrrp advert fast\n", 1, 13, "fast", "must be a number"),

@@ -27,6 +27,7 @@ from dsrlb.daemon.plumbing import AddressPlan, Plumbing, plan_addresses
 from dsrlb.engine.compile import DesiredState
 from dsrlb.engine.dataplane import Change, IPAddress, IPNetwork, NextHop, SessionEntry, TargetState
 from dsrlb.health.state import HealthState, TargetStateChanged
+from dsrlb.model import Config
 from dsrlb.netlink.errors import NetlinkFacadeError
 
 T = TypeVar("T")
@@ -65,6 +66,7 @@ class FakeEngine:
         self.journal = journal
         self.interfaces: tuple[str, ...] | None = None
         self.applied: list[Sequence[Change]] = []
+        self.target_limit: int | None = None  # as XDP's fixed map sizes (daemon/xdp_runner.py)
 
     def start(self, interfaces: Sequence[str]) -> None:
         self.interfaces = tuple(interfaces)
@@ -75,6 +77,12 @@ class FakeEngine:
     def apply(self, changes: Sequence[Change]) -> None:
         self.applied.append(changes)
         self.journal.append(("apply", len(changes)))
+
+    def capacity_problem(self, config: Config) -> str | None:
+        limit = self.target_limit
+        if limit is not None and len(config.targets) > limit:
+            return f"targets {len(config.targets)} > {limit}; restart the daemon to apply this config"
+        return None
 
     def steer(self, state: DesiredState) -> None:
         pass
@@ -265,6 +273,19 @@ def test_reload_that_changes_the_interfaces_is_refused(
         same = h.write("same.conf", config_text(targets=3))
         await h.daemon.reload(same)
         assert len(h.daemon.config.targets) == 3 and h.daemon.config_path == same
+
+    run(scenario, tmp_path, monkeypatch)
+
+
+def test_reload_beyond_the_engine_capacity_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(h: Harness) -> None:
+        running, plans = h.daemon.config, len(h.plumbing.plans)
+        h.engine.target_limit = 2
+        larger = h.write("larger.conf", config_text(targets=3))
+        with pytest.raises(ReloadRefused, match=r"targets 3 > 2.*restart"):
+            await h.daemon.reload(larger)
+        assert h.daemon.config is running and len(h.plumbing.plans) == plans
 
     run(scenario, tmp_path, monkeypatch)
 
