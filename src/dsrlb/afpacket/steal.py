@@ -37,16 +37,20 @@ class ReturnSource:
     port: int
 
 
-def return_sources(services: Iterable[ServiceSpec], tables: Mapping[int, Iterable[int]],
+def return_sources(services: Iterable[ServiceSpec], members: Mapping[int, Iterable[int]],
                    targets: Mapping[int, TargetSpec]) -> set[ReturnSource]:
-    """The NAT targets' reply sources: the target's port, else each port its services listen on."""
+    """The NAT targets' reply sources: the target's port, else each port its services listen on.
+
+    `members` are every target of each service (DesiredState.members), not its selection table: a
+    target out of the table still answers its established sessions, and the kernel must not forward
+    those replies untranslated."""
     sources: set[ReturnSource] = set()
     by_id = {spec.id: spec for spec in services}
-    for service_id, table in tables.items():
+    for service_id, member_ids in members.items():
         service = by_id.get(service_id)
         if service is None:
             continue
-        for target in {targets[tid] for tid in table if tid in targets}:
+        for target in {targets[tid] for tid in member_ids if tid in targets}:
             if target.dsr:
                 continue
             for key in service.keys:

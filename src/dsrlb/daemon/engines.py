@@ -91,7 +91,7 @@ class AfPacketRunner:
 
     def steer(self, state: DesiredState) -> None:
         keys = {key for spec in state.services.values() for key in spec.keys}
-        returns = return_sources(state.services.values(), state.tables, state.targets)
+        returns = return_sources(state.services.values(), state.members, state.targets)
         ordered = tuple(sorted(keys, key=lambda k: (str(k.address), k.protocol, k.port)))
         new = (ordered, tuple(sorted(returns)))
         if new != self._steered:

@@ -76,6 +76,10 @@ class DesiredState:
     routes: Mapping[IPNetwork, NextHop]
     local_addresses: frozenset[IPAddress]
     backup_in_use: Mapping[int, bool] = field(default_factory=dict)
+    # Every target of a service, primary and backup, in or out of its table right now: a target the
+    # table leaves out (down, draining, busier under `method session`) may still hold sessions whose
+    # NAT replies must be translated (the AF_PACKET engine keeps the kernel's copy of them away).
+    members: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
 
 
 def service_timeout(server: Server, config: Config) -> int:
@@ -157,6 +161,7 @@ def compile_state(config: Config, environment: Environment) -> DesiredState:
     services: dict[int, ServiceSpec] = {}
     tables: dict[int, tuple[int, ...]] = {}
     backup_in_use: dict[int, bool] = {}
+    members: dict[int, tuple[int, ...]] = {}
     for server in config.servers:
         if not (server.registered and server.enabled) or server.address is None:
             continue
@@ -174,6 +179,8 @@ def compile_state(config: Config, environment: Environment) -> DesiredState:
         )
         tables[server.id] = built.table
         backup_in_use[server.id] = built.backup_in_use
+        listed = dict.fromkeys((*server.targets, *server.backup))  # in order, once each
+        members[server.id] = tuple(t for t in listed if t in targets)
     local = environment.local_addresses
     return DesiredState(
         services=services,
@@ -182,6 +189,7 @@ def compile_state(config: Config, environment: Environment) -> DesiredState:
         routes=dict(environment.routes),
         local_addresses=config_local_addresses(config) if local is None else local,
         backup_in_use=backup_in_use,
+        members=members,
     )
 
 

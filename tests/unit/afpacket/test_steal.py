@@ -9,7 +9,17 @@ from ipaddress import ip_address
 import pytest
 
 from dsrlb.afpacket.steal import ReturnSource, render_ruleset, return_sources
-from dsrlb.engine.dataplane import IPPROTO_TCP, IPPROTO_UDP, ServiceKey, ServiceSpec, TargetSpec, TargetState
+from dsrlb.config import loads
+from dsrlb.engine.compile import Environment, compile_state
+from dsrlb.engine.dataplane import (
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    NextHop,
+    ServiceKey,
+    ServiceSpec,
+    TargetSpec,
+    TargetState,
+)
 from dsrlb.model import Method, ReturnMatch, SessionKey
 
 
@@ -61,3 +71,24 @@ def test_nft_accepts_the_ruleset() -> None:
         assert "fib daddr type != local drop" in listed and "tcp dport { 80, 443 } drop" in listed
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+def test_a_nat_target_out_of_the_selection_table_keeps_its_return_rule() -> None:
+    """`method session` leaves the busier target out of the table; its sessions' replies still come.
+
+    The ipv6-nat lab on AF_PACKET showed it: while target 1 held more sessions, its drop rule was
+    gone and the kernel forwarded its replies untranslated to the clients."""
+    config = loads(
+        "interface 1 { name eth0 }\nregister interface 1\nenable interface 1\n"
+        "network 1 {\n addr 192.0.2.0\n mask 255.255.255.0\n real 192.0.2.252\n interface 1\n}\n"
+        "register network 1\nenable network 1\n"
+        "server 1 {\n ipaddr 192.0.2.10\n port 80\n protocol tcp\n method session\n"
+        " targets 1,2\n backup 3\n}\n"
+        "register server 1\nenable server 1\n"
+        "target 1 { ipaddr 192.0.2.101 }\ntarget 2 { ipaddr 192.0.2.102 }\ntarget 3 { ipaddr 192.0.2.103 }\n"
+        "register targets 1-3\nenable targets 1-3\n", "session.conf")
+    hop = NextHop(2, bytes(6), bytes(6))
+    state = compile_state(config, Environment(next_hops={1: hop, 2: hop, 3: hop}, metrics={1: 5.0, 2: 0.0}))
+    assert state.tables[1] == (2,) and state.members[1] == (1, 2, 3)
+    sources = return_sources(state.services.values(), state.members, state.targets)
+    assert {s.address for s in sources} == {"192.0.2.101", "192.0.2.102", "192.0.2.103"}
