@@ -59,11 +59,39 @@ def return_sources(services: Iterable[ServiceSpec], members: Mapping[int, Iterab
     return sources
 
 
+def _return_sets(returns: Iterable[ReturnSource]) -> tuple[list[str], list[str]]:
+    """Sets and rules for the NAT reply sources: one set per family and protocol for (address . port)
+    and one for any-port targets, so a packet costs one set lookup, not one rule per target."""
+    exact: dict[tuple[str, str], list[str]] = {}
+    any_port: dict[tuple[str, str], list[str]] = {}
+    for source in sorted(set(returns)):
+        family = "ip6" if ":" in source.address else "ip"
+        proto = _PROTO_NAME[source.protocol]
+        if source.port == 0:
+            any_port.setdefault((family, proto), []).append(source.address)
+        else:
+            exact.setdefault((family, proto), []).append(f"{source.address} . {source.port}")
+    def declare(name: str, family: str, port_too: bool, elements: list[str]) -> str:
+        kind = ("ipv6_addr" if family == "ip6" else "ipv4_addr") + (" . inet_service" if port_too else "")
+        return f"  set {name} {{\n    type {kind}\n    elements = {{ {', '.join(elements)} }}\n  }}"
+
+    sets, rules = [], []
+    for (family, proto), elements in sorted(exact.items()):
+        name = f"replies_{family}_{proto}"
+        sets.append(declare(name, family, True, elements))
+        rules.append(f"    {family} saddr . {proto} sport @{name} fib daddr type != local drop")
+    for (family, proto), elements in sorted(any_port.items()):
+        name = f"replies_{family}_{proto}_any"
+        sets.append(declare(name, family, False, elements))
+        rules.append(f"    {family} saddr @{name} meta l4proto {proto} fib daddr type != local drop")
+    return sets, rules
+
+
 def render_ruleset(instance: str, keys: Iterable[ServiceKey], returns: Iterable[ReturnSource] = ()) -> str:
     """nft script that (re)creates the instance's table: one drop rule per VIP/protocol for the
-    kernel's copy of balanced traffic, and one per NAT reply source for the kernel's forwarded copy of
-    NAT return traffic (the engine sends the translated one). `fib daddr type != local` keeps replies
-    addressed to the balancer itself, such as health-check answers."""
+    kernel's copy of balanced traffic, and set lookups of the NAT reply sources for the kernel's
+    forwarded copy of NAT return traffic (the engine sends the translated one). `fib daddr type !=
+    local` keeps replies addressed to the balancer itself, such as health-check answers."""
     ports: dict[tuple[str, str, str], set[int]] = {}
     any_port: set[tuple[str, str, str]] = set()
     for key in keys:
@@ -81,18 +109,16 @@ def render_ruleset(instance: str, keys: Iterable[ServiceKey], returns: Iterable[
             continue
         listed = ", ".join(str(p) for p in sorted(port_set))
         rules.append(f"    {family} daddr {address} {proto} dport {{ {listed} }} drop")
-    for source in sorted(set(returns)):
-        family = "ip6" if ":" in source.address else "ip"
-        proto = _PROTO_NAME[source.protocol]
-        match = f"meta l4proto {proto}" if source.port == 0 else f"{proto} sport {source.port}"
-        rules.append(f"    {family} saddr {source.address} {match} fib daddr type != local drop")
+    sets, return_rules = _return_sets(returns)
+    rules += return_rules
     table = table_name(instance)
     body = "\n".join(rules)
+    declared = "".join(f"{declaration}\n" for declaration in sets)
     # "add" then "delete" makes the delete safe when the table does not exist yet; the new table
     # follows in the same transaction, so there is no moment without the rules.
     return (
         f"add table inet {table}\ndelete table inet {table}\n"
-        f"table inet {table} {{\n  chain prerouting {{\n"
+        f"table inet {table} {{\n{declared}  chain prerouting {{\n"
         f"    type filter hook prerouting priority raw; policy accept;\n{body}\n  }}\n}}\n"
     )
 

@@ -53,7 +53,21 @@ def test_ruleset_drops_vip_traffic_and_forwarded_nat_replies_only() -> None:
     assert "ip6 daddr 2001:db8::2:4 tcp dport { 8080 } drop" in text
     assert "ip daddr 192.0.2.10 tcp dport { 80, 443 } drop" in text
     assert "ip daddr 192.0.2.11 meta l4proto udp drop" in text
-    assert "ip6 saddr 2001:db8:ffff::1:1 tcp sport 80 fib daddr type != local drop" in text
+    assert "ip6 saddr . tcp sport @replies_ip6_tcp fib daddr type != local drop" in text
+    assert "elements = { 2001:db8:ffff::1:1 . 80 }" in text
+
+
+def test_return_sources_are_set_elements_with_one_rule_per_family_and_protocol() -> None:
+    returns = [ReturnSource(f"192.0.2.{100 + i}", IPPROTO_TCP, 80) for i in range(50)]
+    returns += [ReturnSource("192.0.2.200", IPPROTO_UDP, 0), ReturnSource("2001:db8::9", IPPROTO_UDP, 5060)]
+    text = render_ruleset("many", [], returns)
+    rules = [line for line in text.splitlines() if line.strip().endswith("drop")]
+    assert rules == [
+        "    ip saddr . tcp sport @replies_ip_tcp fib daddr type != local drop",
+        "    ip6 saddr . udp sport @replies_ip6_udp fib daddr type != local drop",
+        "    ip saddr @replies_ip_udp_any meta l4proto udp fib daddr type != local drop",
+    ]
+    assert "192.0.2.149 . 80" in text and "elements = { 192.0.2.200 }" in text
 
 
 @pytest.mark.root
@@ -69,6 +83,7 @@ def test_nft_accepts_the_ruleset() -> None:
         listed = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "inet", "dsrlb_t"],
                                 capture_output=True, text=True, check=True).stdout
         assert "fib daddr type != local drop" in listed and "tcp dport { 80, 443 } drop" in listed
+        assert "192.0.2.100 . 80" in listed and "2001:db8:ffff::1:1 . 80" in listed
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
 
