@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
-from ipaddress import ip_address, ip_interface
+from ipaddress import ip_address, ip_interface, ip_network
 
 import pytest
 
+from dsrlb.daemon.nexthops import resolve_next_hops
+from dsrlb.daemon.plumbing import Plumbing
+from dsrlb.engine.dataplane import NextHop
 from dsrlb.lab import Lab
 from dsrlb.netlink import (
     AddressKeeper,
@@ -109,6 +113,49 @@ def test_nobody_there_is_incomplete_not_an_exception(pair: Lab) -> None:
     result = pair.netlink("a").resolve_neighbour("192.0.2.99", timeout=0.3)
     assert result.outcome in (Resolution.INCOMPLETE, Resolution.FAILED) and result.mac is None
     assert "192.0.2.99" in result.describe()
+
+
+@pytest.mark.root
+def test_one_snapshot_gives_every_target_the_kernels_next_hop(pair: Lab) -> None:
+    """Plumbing.refresh (one dump each of links, neighbours, routes and rules, then Python) against the
+    real kernel: routed targets use the gateway's entry and on-link ones their own, IPv4 and IPv6, a
+    more specific route beats a shorter one, unresolved neighbours are resolved in the same pass, and
+    every answer is the per-target path's (route get + neighbour resolution). With a policy rule that
+    has a selector, that family is asked of the kernel per address, with the same answers."""
+    nl = pair.netlink("b")
+    pair.route("b", "2001:db8:1::/112", "2001:db8::1")
+    pair.route("b", "203.0.113.128/25", "192.0.2.3")  # nobody at .3; more specific than the /24 via .1
+    routed4, _dead, on_link4, routed6, on_link6, _nobody, _unrouted = targets = [ip_address(a) for a in (
+        "203.0.113.9", "203.0.113.200", "192.0.2.1", "2001:db8:1::5", "2001:db8::1", "192.0.2.99",
+        "198.51.100.1")]
+    plumbing = Plumbing(nl)
+    snap = plumbing.snapshot()
+    assert snap.chains == {4: (255, 254, 253), 6: (255, 254)}  # the default rules: the snapshot decides
+    lookups = resolve_next_hops(snap, targets)
+    assert all(found.exact for found in lookups.values())
+    assert [lookups[t].hop for t in targets] == [ip_address(a) if a else None for a in (
+        "192.0.2.1", "192.0.2.3", "192.0.2.1", "2001:db8::1", "2001:db8::1", "192.0.2.99", None)]
+    assert lookups[routed4].unresolved  # nothing has been sent yet: ARP/ND is the refresh's to trigger
+
+    done = plumbing.refresh(targets, wait=1.0)
+    assert done is not None
+    eth0 = nl.link("eth0")
+    via_a = NextHop(eth0.index, eth0.mac_bytes or b"", pair.netlink("a").link("eth0").mac_bytes or b"")
+    assert done.next_hops == dict.fromkeys([routed4, on_link4, routed6, on_link6], via_a)
+    for target in targets:  # the per-target path agrees, unresolved ones included
+        assert plumbing.next_hop(target, timeout=0.2) == done.next_hops.get(target), target
+    assert done.routes[ip_network("203.0.113.0/24")] == via_a
+    assert done.routes[ip_network("2001:db8:1::/112")] == via_a
+    assert ip_network("203.0.113.128/25") not in done.routes
+    assert done.routes[ip_network("192.0.2.1/32")] == via_a  # a neighbour in a connected prefix
+
+    subprocess.run(["ip", "-n", pair.ns("b"), "rule", "add", "from", "198.51.100.0/24", "lookup", "100",
+                    "priority", "100"], check=True)
+    snap = plumbing.snapshot()
+    assert snap.chains == {4: None, 6: (255, 254)}
+    assert not resolve_next_hops(snap, [routed4])[routed4].exact
+    again = plumbing.refresh(targets, wait=0.2)
+    assert again is not None and again.next_hops == done.next_hops
 
 
 @pytest.mark.root

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -97,6 +98,8 @@ class Daemon:
                                                       metrics=lambda: metrics_snapshot(self))
         self.desired: DesiredState | None = None
         self._stop = asyncio.Event()
+        # The same, for the netlink thread: a refresh pass looks at it between chunks of targets.
+        self._halt = threading.Event()
         self._reload_lock = asyncio.Lock()  # SIGHUP and `reload` commands one after the other
         self._last_next_hops = 0.0
         self.session_events = 0
@@ -115,7 +118,7 @@ class Daemon:
         """Start everything, serve until SIGTERM/SIGINT (SIGHUP reloads), then undo everything."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_logged()))
         self.paths.run_dir.mkdir(parents=True, exist_ok=True)
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
@@ -132,6 +135,7 @@ class Daemon:
             await self._shutdown()
 
     def request_stop(self) -> None:
+        self._halt.set()
         self._stop.set()
 
     async def _start(self) -> None:
@@ -154,6 +158,7 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         self._closing = True
+        self._halt.set()  # a refresh pass still on the netlink thread ends at its next chunk
         if self._republish_handle is not None:
             self._republish_handle.cancel()
             self._republish_handle = None
@@ -202,14 +207,20 @@ class Daemon:
         self._republish()
 
     async def _refresh_next_hops(self) -> None:
+        """Every target's next hop and the NAT return routes, from one snapshot of the kernel
+        (Plumbing.refresh). A stopping daemon abandons the pass within a chunk of targets (or a
+        neighbour poll), and what the daemon knew stays."""
         self._last_next_hops = time.monotonic()
         targets = [(t.id, t.address) for t in self.config.targets if t.registered and t.address is not None]
-        hops = [await self._on_netlink(self.plumbing.next_hop, address) for _, address in targets]
-        self.live.next_hops = {tid: hop for (tid, _), hop in zip(targets, hops, strict=True)
-                               if hop is not None}
         networks = tuple(net for n in self.config.networks
                          for net in (n.ipv4_network, n.ipv6_network) if net is not None)
-        self.live.routes = dict(await self._on_netlink(self.plumbing.return_routes, networks))
+        done = await self._on_netlink(self.plumbing.refresh, [address for _, address in targets], networks,
+                                      self._halt.is_set)
+        if done is None:
+            return
+        self.live.next_hops = {tid: hop for tid, address in targets
+                               if (hop := done.next_hops.get(address)) is not None}
+        self.live.routes = dict(done.routes)
 
     def set_admin(self, target_ids: tuple[int, ...], state: AdminState) -> None:
         for tid in target_ids:

@@ -17,23 +17,39 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
+from typing import NamedTuple, TypeVar
 
+from dsrlb.daemon.nexthops import (
+    HopKey,
+    KernelSnapshot,
+    Lookup,
+    mac_bytes,
+    resolve_next_hops,
+    return_routes_of,
+    settled,
+    unresolved_gateways,
+)
 from dsrlb.engine.dataplane import IPAddress, IPNetwork, NextHop
 from dsrlb.model import Config, Network
-from dsrlb.netlink import Netlink, RouteEntry, RouteType
+from dsrlb.netlink import Netlink, RouteType
 from dsrlb.netlink.errors import NetlinkFacadeError
 from dsrlb.netlink.keepers import AddressKeeper
 from dsrlb.netlink.sysctl import Sysctl, SysctlError, SysctlKeeper, write_sysctl
 from dsrlb.netlink.types import Neighbour, Resolution
 
 log = logging.getLogger("dsrlb.daemon")
+T = TypeVar("T")
 
 IPInterface = IPv4Interface | IPv6Interface
 AF_INET, AF_INET6 = 2, 10
 HOME_PROBE_SECONDS = 1.5  # how long ARP/ND may take to tell which link a network's gateway is on
-GATEWAY_RESOLVE_SECONDS = 0.5  # per route gateway and refresh; a slow one is picked up next refresh
+# One refresh pass waits at most this long, in all, for the neighbours it asked the kernel to resolve;
+# a slower one is picked up by the next pass.
+RESOLVE_SECONDS = 0.5
+REFRESH_CHUNK = 256  # addresses between two looks at a refresh's stop flag
 
 
 @dataclass(frozen=True)
@@ -124,16 +140,6 @@ def _interface(address: IPAddress, prefixlen: int) -> IPInterface:
 
 def _host(interface: IPInterface) -> IPInterface:
     return _interface(interface.ip, interface.max_prefixlen)
-
-
-def _host_network(address: IPAddress) -> IPNetwork:
-    return IPv4Network(address) if isinstance(address, IPv4Address) else IPv6Network(address)
-
-
-def _mac(text: str | None) -> bytes | None:
-    if not text:
-        return None
-    return bytes(int(part, 16) for part in text.split(":"))
 
 
 def _default(address: IPAddress) -> IPNetwork:
@@ -294,13 +300,14 @@ class Plumbing:
     def next_hop(self, address: IPAddress, timeout: float = 0.5,
                  on_link: int | None = None) -> NextHop | None:
         """Egress interface and MACs towards `address` (a neighbour on `on_link` when given), or
-        None while it cannot be resolved."""
+        None while it cannot be resolved. One address, a route lookup and a neighbour dump per poll:
+        the daemon's periodic refresh uses `refresh`, which serves every target from one snapshot."""
         try:
             found = self.netlink.resolve_neighbour(address, timeout=timeout, on_link=on_link)
             if found.outcome != Resolution.RESOLVED:
                 return None
-            dst = _mac(found.mac)
-            src = _mac(self.netlink.link(found.ifindex).mac)
+            dst = mac_bytes(found.mac)
+            src = mac_bytes(self.netlink.link(found.ifindex).mac)
         except NetlinkFacadeError as exc:
             log.debug("next hop of %s: %s", address, exc)
             return None
@@ -309,56 +316,139 @@ class Plumbing:
         return NextHop(found.ifindex, src, dst)
 
     def return_routes(self, networks: tuple[IPNetwork, ...] = ()) -> dict[IPNetwork, NextHop]:
-        """Routes for NAT return traffic, from the kernel's main routing table.
+        """Routes for NAT return traffic (see `return_routes_of`), from one refresh without targets."""
+        done = self.refresh((), networks)
+        return dict(done.routes) if done is not None else {}
 
-        Every unicast route via a gateway whose MAC resolves becomes that prefix (the default route
-        included; of several routes to one prefix the lowest metric wins). Connected prefixes have
-        no single next hop: each usable neighbour in them becomes a host route (/32, /128), and so do
-        neighbours inside the config's `networks`. Link-local prefixes are left out (no client sits
-        there for a VIP).
+    # --- one refresh pass: a snapshot of the kernel, then every target in Python ---------------------
+
+    def snapshot(self) -> KernelSnapshot:
+        """Links, neighbours (IPv4 and IPv6), routes of every table and the policy rules: one dump
+        each, whatever the number of targets."""
+        macs = {link.index: mac_bytes(link.mac) for link in self.netlink.links()}
+        routes = tuple(self.netlink.routes(table=None))
+        chains = {4: self._chain(AF_INET), 6: self._chain(AF_INET6)}
+        return KernelSnapshot(macs, self._neighbour_table(), routes, chains)
+
+    def _neighbour_table(self) -> dict[HopKey, Neighbour]:
+        entries = self.netlink.neighbours(family=AF_INET) + self.netlink.neighbours(family=AF_INET6)
+        return {(n.ifindex, n.address): n for n in entries}
+
+    def _chain(self, family: int) -> tuple[int, ...] | None:
+        """The tables the policy rules look up in order, when every rule is plain (no selector):
+        then the snapshot answers as the kernel does. Else None: the kernel is asked per address."""
+        try:
+            rules = self.netlink.rules(family)
+        except NetlinkFacadeError as exc:
+            log.debug("listing the policy rules of family %d: %s", family, exc)
+            return None
+        if not rules or not all(r.plain for r in rules):
+            return None
+        return tuple(r.table for r in rules)
+
+    def refresh(self, addresses: Iterable[IPAddress], networks: tuple[IPNetwork, ...] = (),
+                stop: Callable[[], bool] = lambda: False,
+                wait: float = RESOLVE_SECONDS) -> Refreshed | None:
+        """Next hops of `addresses` and the NAT return routes, from one snapshot of the kernel.
+
+        Cost: one dump each of links, neighbours, routes and rules, then Python per address; the
+        kernel is asked per address only where the snapshot cannot tell the route it would pick
+        (`Lookup.exact`). Neighbours that are not usable (the targets' own on-link, the gateway's
+        when routed, and the return routes' gateways) are resolved as `Netlink.resolve_neighbour`
+        does, by the kernel (NTF_USE), each once, and the neighbour table is polled until they
+        answer or fail or `wait` passes: one bound for the whole pass, not per address.
+
+        `stop` is looked at between chunks of REFRESH_CHUNK addresses and between polls: when it
+        says True the pass is abandoned and None returned (a stopping daemon does not wait for it).
         """
+        unique = list(dict.fromkeys(addresses))
+        if stop():
+            return None
         try:
-            table = self.netlink.routes()
+            snapshot = self.snapshot()
         except NetlinkFacadeError as exc:
-            log.debug("listing routes: %s", exc)
-            return {}
-        macs: dict[int, bytes | None] = {}
-        routes: dict[IPNetwork, NextHop] = {}
-        connected: list[RouteEntry] = []
-        for route in sorted(table, key=lambda r: r.metric):
-            if route.kind is not RouteType.UNICAST or route.ifindex == 0 or route.prefix in routes:
-                continue
-            if route.prefix.is_link_local:
-                continue
-            if route.gateway is None:
-                connected.append(route)
-                continue
-            hop = self.next_hop(route.gateway, GATEWAY_RESOLVE_SECONDS, on_link=route.ifindex)
-            if hop is not None:
-                routes[route.prefix] = hop
+            log.warning("reading links, neighbours and routes: %s", exc)
+            return Refreshed({}, {})
+        lookups: dict[IPAddress, Lookup] = {}
+        for chunk in _chunks(unique):
+            if stop():
+                return None
+            lookups.update(resolve_next_hops(snapshot, chunk))
+        for chunk in _chunks([a for a, found in lookups.items() if not found.exact]):
+            if stop():
+                return None
+            lookups.update((a, self._ask_kernel(snapshot, a)) for a in chunk)
+        pending = list(dict.fromkeys(
+            [key for found in lookups.values() if found.unresolved and (key := found.key) is not None]
+            + unresolved_gateways(snapshot)))
+        if pending:
+            neighbours = self._resolve(pending, snapshot.neighbours, wait, stop)
+            if neighbours is None:
+                return None
+            snapshot = replace(snapshot, neighbours=neighbours)
+            lookups = {a: snapshot.via(found.hop, found.ifindex)
+                       if found.unresolved and found.hop is not None else found
+                       for a, found in lookups.items()}
+        routes = return_routes_of(snapshot, networks)
+        hops = {a: found.next_hop for a, found in lookups.items() if found.next_hop is not None}
+        return Refreshed(hops, routes)
+
+    def _ask_kernel(self, snapshot: KernelSnapshot, address: IPAddress) -> Lookup:
+        """The kernel's own route for `address` (`ip route get`), with the snapshot's neighbours."""
         try:
-            neighbours = self.netlink.neighbours()  # after the gateways' resolution: they are in it
-        except NetlinkFacadeError as exc:
-            log.debug("listing neighbours: %s", exc)
-            return routes
-        for entry in neighbours:
-            if not entry.usable or not self._on_link(entry, connected, networks):
-                continue
-            src, mac = self._link_mac(entry.ifindex, macs), _mac(entry.mac)
-            if mac is not None and src is not None:
-                routes.setdefault(_host_network(entry.address), NextHop(entry.ifindex, src, mac))
-        return routes
+            route = self.netlink.route_to(address)
+        except NetlinkFacadeError as exc:  # NoRouteError included: no next hop
+            log.debug("route to %s: %s", address, exc)
+            return Lookup()
+        if route.ifindex == 0:
+            return Lookup()
+        return snapshot.via(route.next_hop, route.ifindex)
 
-    @staticmethod
-    def _on_link(entry: Neighbour, connected: list[RouteEntry], networks: tuple[IPNetwork, ...]) -> bool:
-        if any(entry.address in net for net in networks):
-            return True
-        return any(r.ifindex == entry.ifindex and entry.address in r.prefix for r in connected)
-
-    def _link_mac(self, ifindex: int, cache: dict[int, bytes | None]) -> bytes | None:
-        if ifindex not in cache:
+    def _resolve(self, keys: list[HopKey], neighbours: Mapping[HopKey, Neighbour], wait: float,
+                 stop: Callable[[], bool]) -> Mapping[HopKey, Neighbour] | None:
+        """Ask the kernel to resolve each neighbour, then poll the table until each is settled
+        (usable, failed, or one that is never resolved) or `wait` passes. The last neighbour table
+        read (`neighbours` when none could be), or None when `stop` said so."""
+        waiting: set[HopKey] = set()
+        for chunk in _chunks(keys):
+            if stop():
+                return None
+            for ifindex, hop in chunk:
+                try:
+                    self.netlink.trigger_resolution(hop, ifindex)
+                    waiting.add((ifindex, hop))
+                except NetlinkFacadeError as exc:
+                    log.debug("resolving %s on ifindex %d: %s", hop, ifindex, exc)
+        deadline = time.monotonic() + wait
+        pause = 0.01
+        polled = False
+        while True:
+            remaining = deadline - time.monotonic()
+            if polled and (not waiting or remaining <= 0):
+                return neighbours
+            time.sleep(max(0.0, min(pause, remaining)))
+            if stop():
+                return None
+            began = time.monotonic()
             try:
-                cache[ifindex] = _mac(self.netlink.link(ifindex).mac)
-            except NetlinkFacadeError:
-                cache[ifindex] = None
-        return cache[ifindex]
+                neighbours = self._neighbour_table()
+            except NetlinkFacadeError as exc:
+                log.debug("listing neighbours: %s", exc)
+                return neighbours
+            polled = True
+            waiting = {k for k in waiting if not settled(neighbours.get(k))}
+            # Polling costs a dump of the whole table: never more than half the time spent waiting.
+            pause = max(min(pause * 2, 0.1), time.monotonic() - began)
+
+
+class Refreshed(NamedTuple):
+    """What one refresh pass found: next hops by address (the unresolved ones left out), and the
+    return routes."""
+
+    next_hops: dict[IPAddress, NextHop]
+    routes: dict[IPNetwork, NextHop]
+
+
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), REFRESH_CHUNK):
+        yield items[start:start + REFRESH_CHUNK]

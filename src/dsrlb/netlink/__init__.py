@@ -22,6 +22,7 @@ from dsrlb.netlink.types import (
     RouteEntry,
     RouteInfo,
     RouteType,
+    RuleEntry,
 )
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "RouteEntry",
     "RouteInfo",
     "RouteType",
+    "RuleEntry",
     "Sysctl",
     "SysctlError",
     "SysctlKeeper",

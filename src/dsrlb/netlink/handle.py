@@ -30,11 +30,13 @@ from dsrlb.netlink.types import (
     Resolution,
     RouteEntry,
     RouteInfo,
+    RuleEntry,
     address_from_msg,
     link_from_msg,
     neighbour_from_msg,
     route_entry_from_msg,
     route_from_msg,
+    rule_from_msg,
 )
 
 IFA_F_NODAD = 0x02
@@ -214,15 +216,25 @@ class Netlink:
             raise NetlinkFacadeError(f"add route {net}{self._where()}: {exc.args[-1]}") from exc
         return True
 
-    def routes(self, family: int | None = None, table: int = RT_TABLE_MAIN) -> list[RouteEntry]:
-        """Every route of `table` (default: main), IPv4 then IPv6 unless `family` (AF_INET/AF_INET6)
-        narrows it; cached clones and routes of other tables are left out."""
+    def routes(self, family: int | None = None, table: int | None = RT_TABLE_MAIN) -> list[RouteEntry]:
+        """Every route of `table` (default: main; None: every table, one dump per family), IPv4
+        then IPv6 unless `family` (AF_INET/AF_INET6) narrows it; cached clones and routes of other
+        tables are left out."""
         families = (AF_INET, AF_INET6) if family is None else (family,)
         entries: list[RouteEntry] = []
         for fam in families:
-            msgs = self._call("list routes", self._ipr.get_routes, family=fam, table=table)
-            entries += [e for e in map(route_entry_from_msg, msgs) if e.table == table]
+            if table is None:
+                msgs = self._call("list routes", self._ipr.get_routes, family=fam)
+                entries += map(route_entry_from_msg, msgs)
+            else:
+                msgs = self._call("list routes", self._ipr.get_routes, family=fam, table=table)
+                entries += [e for e in map(route_entry_from_msg, msgs) if e.table == table]
         return entries
+
+    def rules(self, family: int) -> list[RuleEntry]:
+        """The policy routing rules of `family` (AF_INET/AF_INET6) in priority order (`ip rule`)."""
+        msgs = self._call("list rules", self._ipr.get_rules, family=family)
+        return sorted(map(rule_from_msg, msgs), key=lambda r: r.priority)
 
     def remove_route(self, prefix: IPNetwork | str, gateway: IPAddress | str | None = None) -> bool:
         """Delete the route to `prefix` (only the one via `gateway` when given); False when absent."""
@@ -240,8 +252,11 @@ class Netlink:
 
     # --- neighbours ------------------------------------------------------------------------------
 
-    def neighbours(self, ref: LinkRef | None = None) -> list[Neighbour]:
+    def neighbours(self, ref: LinkRef | None = None, family: int | None = None) -> list[Neighbour]:
+        """The IPv4 and IPv6 neighbour entries (of the link `ref`, of `family` when given)."""
         kwargs: dict[str, Any] = {} if ref is None else {"ifindex": self.ifindex(ref)}
+        if family is not None:
+            kwargs["family"] = family
         msgs = self._call("list neighbours", self._ipr.get_neighbours, **kwargs)
         return [neighbour_from_msg(m) for m in msgs if m.get_attr("NDA_DST") is not None]
 

@@ -259,6 +259,48 @@ def route_entry_from_msg(msg: RtnlMessage) -> RouteEntry:
     )
 
 
+FR_ACT_TO_TBL = 1  # a rule's action: look the packet up in its table
+FIB_RULE_INVERT = 0x2
+# Attributes a rule carries that select nothing (a default rule has exactly these).
+_PLAIN_RULE_ATTRS = frozenset({"FRA_TABLE", "FRA_PRIORITY", "FRA_PROTOCOL", "FRA_SUPPRESS_PREFIXLEN"})
+_NO_SUPPRESSION = (0xFFFFFFFF, -1)
+
+
+@dataclass(frozen=True)
+class RuleEntry:
+    """One policy routing rule (`ip rule`).
+
+    `plain`: the rule matches every packet and looks up its table, as the three default rules (local,
+    main, default) do; a rule with any selector (from, to, fwmark, iif, oif, uidrange, l3mdev...), a
+    suppression or another action is not plain.
+    """
+
+    family: int
+    priority: int
+    table: int
+    action: int
+    plain: bool
+
+
+def rule_from_msg(msg: RtnlMessage) -> RuleEntry:
+    attrs = {item[0]: item[1] for item in msg["attrs"]}
+    action = int(msg["action"])
+    plain = (
+        action == FR_ACT_TO_TBL
+        and int(msg["dst_len"]) == 0 and int(msg["src_len"]) == 0 and int(msg["tos"]) == 0
+        and not int(msg["flags"]) & FIB_RULE_INVERT
+        and set(attrs) <= _PLAIN_RULE_ATTRS
+        and attrs.get("FRA_SUPPRESS_PREFIXLEN", -1) in _NO_SUPPRESSION
+    )
+    return RuleEntry(
+        family=int(msg["family"]),
+        priority=int(attrs.get("FRA_PRIORITY") or 0),
+        table=int(attrs.get("FRA_TABLE") or msg["table"]),
+        action=action,
+        plain=plain,
+    )
+
+
 class NeighbourState(enum.IntFlag):
     """NUD_* states of the kernel neighbour table."""
 
@@ -290,7 +332,12 @@ class Neighbour:
 
     @property
     def usable(self) -> bool:
-        return self.mac is not None and bool(self.state & USABLE_STATES)
+        return self.mac is not None and bool(int(self.state) & _USABLE_BITS)
+
+
+_USABLE_BITS = int(USABLE_STATES)
+# NUD_* values made once: building an IntFlag per entry dominates decoding a large neighbour dump.
+_NUD_STATES = tuple(NeighbourState(value) for value in range(0x100))
 
 
 def neighbour_from_msg(msg: RtnlMessage) -> Neighbour:
@@ -298,7 +345,7 @@ def neighbour_from_msg(msg: RtnlMessage) -> Neighbour:
         address=ip_address(msg.get_attr("NDA_DST")),
         ifindex=int(msg["ifindex"]),
         mac=msg.get_attr("NDA_LLADDR"),
-        state=NeighbourState(int(msg["state"]) & 0xFF),
+        state=_NUD_STATES[int(msg["state"]) & 0xFF],
     )
 
 

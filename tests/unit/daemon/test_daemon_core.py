@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +24,7 @@ import pytest
 from dsrlb.control.commands import CommandFailed
 from dsrlb.daemon.commands import build_registry
 from dsrlb.daemon.core import Daemon, ReloadRefused
-from dsrlb.daemon.plumbing import AddressPlan, Plumbing, plan_addresses
+from dsrlb.daemon.plumbing import AddressPlan, Plumbing, Refreshed, plan_addresses
 from dsrlb.engine.compile import DesiredState
 from dsrlb.engine.dataplane import Change, IPAddress, IPNetwork, NextHop, SessionEntry, TargetState
 from dsrlb.health.state import HealthState, TargetStateChanged
@@ -110,6 +111,8 @@ class FakePlumbing:
         self.plans: list[AddressPlan] = []
         self.fail: Exception | None = None
         self.released = False
+        self.hold = threading.Event()
+        self.passes = self.abandoned = 0
 
     def apply(self, plan: AddressPlan) -> None:
         if self.fail is not None:
@@ -120,11 +123,17 @@ class FakePlumbing:
     def release(self) -> None:
         self.released = True
 
-    def next_hop(self, address: IPAddress, timeout: float = 0.5, on_link: int | None = None) -> NextHop:
-        return NextHop(2, b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02")
-
-    def return_routes(self, networks: tuple[IPNetwork, ...] = ()) -> dict[IPNetwork, NextHop]:
-        return {}
+    def refresh(self, addresses: Iterable[IPAddress], networks: tuple[IPNetwork, ...] = (),
+                stop: Callable[[], bool] = lambda: False) -> Refreshed | None:
+        """Every address resolves; with `hold` set, a pass that only a stop ends (a slow one)."""
+        self.passes += 1
+        while self.hold.is_set():
+            if stop():
+                self.abandoned += 1
+                return None
+            time.sleep(0.005)
+        hop = NextHop(2, b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02")
+        return Refreshed(dict.fromkeys(addresses, hop), {})
 
 
 class Harness:
@@ -237,6 +246,38 @@ def test_a_command_flushes_the_pending_republish_before_it_answers(
         assert result.data == {"targets": [2], "admin": "disabled"}
         assert len(h.engine.applied) == applied + 1
         assert target_states(h.daemon)[2] is TargetState.NO_NEW
+
+    run(scenario, tmp_path, monkeypatch)
+
+
+# --- next hops --------------------------------------------------------------------------------------
+
+
+def test_next_hops_come_from_one_refresh_per_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(h: Harness) -> None:
+        assert h.plumbing.passes == 1  # the start
+        assert set(h.daemon.live.next_hops) == set(range(1, TARGETS + 1))
+        h.daemon._last_next_hops = -float("inf")
+        await h.daemon.tick()
+        assert h.plumbing.passes == 2
+
+    run(scenario, tmp_path, monkeypatch)
+
+
+def test_a_stop_ends_a_refresh_pass_in_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass that would not end by itself (10,000 slow targets) is abandoned when the daemon is asked
+    to stop, and what the daemon knew of its next hops stays."""
+    async def scenario(h: Harness) -> None:
+        known = dict(h.daemon.live.next_hops)
+        h.plumbing.hold.set()
+        h.daemon._last_next_hops = -float("inf")
+        tick = asyncio.ensure_future(h.daemon.tick())
+        while h.plumbing.passes < 2:
+            await asyncio.sleep(0.005)
+        assert not tick.done()
+        h.daemon.request_stop()  # what SIGTERM and `stop` do
+        await tick
+        assert h.plumbing.abandoned == 1 and h.daemon.live.next_hops == known
 
     run(scenario, tmp_path, monkeypatch)
 
