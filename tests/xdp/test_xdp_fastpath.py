@@ -29,6 +29,7 @@ from dsrlb.engine.packet import build_l4
 from dsrlb.engine.reference import ReferenceDataplane
 from dsrlb.model import Method, ReturnMatch, SessionKey
 from dsrlb.xdp import layout
+from dsrlb.xdp.clock import COARSE, KNOWN_HZ
 from dsrlb.xdp.dataplane import XdpDataplane, XdpDataplaneError, XdpSizes
 from dsrlb.xdp.slots import ServiceTable, service_hash, service_table_size
 from netns import ScratchNamespace
@@ -208,12 +209,17 @@ def production_xdp(test_namespace: ScratchNamespace) -> Iterator[XdpDataplane]:
         dataplane.close()
 
 
+@pytest.mark.parametrize("clock", ["jiffies", "coarse"])
 def test_production_clock_is_monotonic_time_and_timeout_zero_never_reuses(
-    production_xdp: XdpDataplane,
+    production_xdp: XdpDataplane, clock: str,
 ) -> None:
-    """The production object reads bpf_ktime_get_coarse_ns(): CLOCK_MONOTONIC to the tick, so
+    """The production object reads jiffies turned into CLOCK_MONOTONIC ns (calibrated at load), or
+    bpf_ktime_get_coarse_ns() when not calibrated: either way monotonic time to the tick, so
     last_seen_ns compares with time.monotonic_ns(); within one tick a timeout of 0 still selects
     anew on every packet, as it would with a nanosecond clock."""
+    assert production_xdp.clock.hz in KNOWN_HZ  # this kernel's HZ was recognised
+    if clock == "coarse":
+        production_xdp.maps["clock_base"].update(bytes(4), COARSE.to_bytes())
     sticky, fresh = ServiceKey(VIPS[0], IPPROTO_TCP, 80), ServiceKey(VIPS[0], IPPROTO_TCP, 81)
     production_xdp.apply([target(1), service(1, (sticky,), timeout=900), SetTable(1, (1,)),
                           service(2, (fresh,), timeout=0), SetTable(2, (1,))])
@@ -224,6 +230,6 @@ def test_production_clock_is_monotonic_time_and_timeout_zero_never_reuses(
     after = time.monotonic_ns()
     stats = production_xdp.stats()
     assert (stats["session_new"], stats["session_hit"]) == (1 + 3, 2)
-    tick_ns = SECOND // 100  # the coarse clock lags by at most one tick (HZ >= 100)
+    tick_ns = SECOND // 100  # both clocks lag by at most one tick (HZ >= 100)
     for entry in production_xdp.sessions():
         assert before - tick_ns <= entry.last_seen_ns <= after

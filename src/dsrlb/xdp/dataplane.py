@@ -18,6 +18,7 @@ import ctypes
 import logging
 import shutil
 import socket
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +47,12 @@ from dsrlb.engine.dataplane import (
 from dsrlb.model import Method, ReturnMatch, SessionKey
 from dsrlb.paths import instance_paths
 from dsrlb.xdp import build, layout
+from dsrlb.xdp.clock import COARSE, ClockBase, calibrate
 from dsrlb.xdp.libbpf import (
     Attachment,
     BpfMap,
     BpfObject,
+    LibbpfError,
     RingBuffer,
     xdp_attach,
     xdp_detach,
@@ -67,6 +70,7 @@ log = logging.getLogger(__name__)
 
 PROGRAM_NAME = "dsrlb_xdp"
 PROGRAM_PIN_NAME = "dsrlb_xdp_prog"
+CLOCK_PROGRAM_NAME = "dsrlb_clock"  # calibration only, never attached (xdp/clock.py)
 
 _INDEX_KIND = {
     Method.RR: layout.INDEX_COUNTER, Method.WRR: layout.INDEX_COUNTER,
@@ -149,6 +153,8 @@ class XdpDataplane:
         self._local: set[bytes] = set()
         self._attachments: dict[int, Attachment] = {}
         self._pinned: Path | None = None
+        # Test objects take `now` from test_inputs; production ones read jiffies once calibrated.
+        self.clock = COARSE if test_inputs else self._calibrate_clock()
 
     def _configure(self, sizes: XdpSizes, test_inputs: bool) -> None:
         obj = self._obj
@@ -168,6 +174,27 @@ class XdpDataplane:
         offset, size = layout.section_variable(obj, ".rodata", "service_table_mask")
         data[offset:offset + size] = (service_table_size(sizes.service_keys) - 1).to_bytes(size, "little")
         obj.set_initial_value(rodata, bytes(data))
+
+    def _calibrate_clock(self) -> ClockBase:
+        """Measure jiffies against the monotonic clock in the kernel and hand the program the result
+        (xdp/clock.py); a failed measurement leaves the program on the coarse clock."""
+        program = self._obj.program(CLOCK_PROGRAM_NAME)
+        frame = bytes(64)
+
+        def read() -> tuple[int, int]:
+            result = program.test_run(frame)
+            jiffies, coarse = struct.unpack_from("<QQ", result.data)
+            return jiffies, coarse
+
+        try:
+            base = calibrate(read)
+            self.maps["clock_base"].update(_u32(0), base.to_bytes())
+        except LibbpfError as exc:
+            log.warning("clock calibration failed (%s): the XDP program reads the coarse clock", exc)
+            return COARSE
+        if base.ns_per_jiffy == 0:
+            log.warning("jiffies did not match a known HZ: the XDP program reads the coarse clock")
+        return base
 
     # --- control -----------------------------------------------------------------------------------
 

@@ -131,10 +131,14 @@ class test_inputs(ctypes.Structure):
     _fields_ = [("now_ns", _u64), ("rand32", _u32), ("rand_set", _u8), ("pad", _u8 * 3)]
 
 
+class clock_base(ctypes.Structure):
+    _fields_ = [("offset_ns", _u64), ("ns_per_jiffy", _u64)]
+
+
 SHARED_STRUCTS: tuple[type[ctypes.Structure], ...] = (
     dsrlb_addr, service_key, service_ref, service_entry, table_entry, service_info, target_info,
     session_key, session_value, nat_key, nat_value, route_key, next_hop, addr_key, object_stats,
-    session_event, test_inputs,
+    session_event, test_inputs, clock_base,
 )
 
 

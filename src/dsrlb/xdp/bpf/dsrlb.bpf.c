@@ -123,4 +123,20 @@ int dsrlb_xdp(struct xdp_md *ctx)
 	return pass();
 }
 
+/* Clock calibration (maps.h clock_base), run by XdpDataplane through BPF_PROG_TEST_RUN, never attached:
+ * the frame's first 16 bytes become jiffies and the coarse monotonic clock, read back to back. */
+SEC("xdp")
+int dsrlb_clock(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 *out = data;
+
+	if ((void *)(out + 2) > data_end)
+		return XDP_ABORTED;
+	out[0] = bpf_jiffies64();
+	out[1] = bpf_ktime_get_coarse_ns();
+	return XDP_PASS;
+}
+
 char LICENSE[] SEC("license") = "GPL";
