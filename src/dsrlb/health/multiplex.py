@@ -37,7 +37,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 from typing import Any, Generic, TypeAlias, TypeVar
 
 from dsrlb.health.packets import build_echo_request, parse_echo_reply
@@ -56,6 +56,7 @@ MAX_EVENTS = 4096  # per epoll_wait; more ready sockets are taken on the next lo
 MAX_REPLIES = 4096  # ICMP datagrams read per wake-up, so one busy socket cannot starve the loop
 ECHO_PAYLOAD = b"dsrlb-health"
 _ERROR_EVENTS = select.EPOLLERR | select.EPOLLHUP
+CLOSED = "probe cancelled: the prober closed"
 # asyncio runs a timer when its time is within the clock resolution; so do we, or a deadline that
 # is a nanosecond in the future would need a second wake-up.
 _RESOLUTION = time.get_clock_info("monotonic").resolution
@@ -68,6 +69,14 @@ def strerror(code: int) -> str:
 def why(exc: OSError) -> str:
     """The detail of a failed probe: what errno says (asyncio's texts wrap it in noise)."""
     return os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+
+
+def _close(sock: socket.socket) -> None:
+    """Close a probe's socket; an error closing it must not cost the probe its result."""
+    try:  # noqa: SIM105 (not contextlib.suppress: this runs for every probe, and a try costs nothing)
+        sock.close()
+    except OSError:
+        pass
 
 
 def canonical_address(family: socket.AddressFamily, text: str) -> str:
@@ -128,10 +137,35 @@ class _Multiplexer(Generic[K]):
                 del pending[key]
                 deliver, token, _started, sock, _key = entry
                 if sock is not None:
-                    sock.close()
+                    _close(sock)
                 self._deliver(deliver, token, False, None, detail)
         if earliest < math.inf and not self.closed:
             self._arm(earliest)
+
+    def expire(self, tokens: Collection[Hashable]) -> set[Hashable]:
+        """Time out the probes of `tokens` now, as their own timeout would (a driver's watchdog: see
+        HealthScheduler); returns the tokens this prober still held, in flight or with a result
+        about to be delivered. A token not returned is not ours: its probe was lost."""
+        wanted = set(tokens)
+        held: set[Hashable] = {item[1] for item in self._soon if item[1] in wanted}
+        overdue = [entry for entry in self.pending.values() if entry[1] in wanted]
+        now = self.loop.time()
+        for entry in overdue:
+            del self.pending[entry[4]]  # its FIFO record goes at the next trim
+            if entry[3] is not None:
+                _close(entry[3])
+            held.add(entry[1])
+        for deliver, token, started, _sock, _key in overdue:
+            self._deliver(deliver, token, False, None, f"no answer within {now - started:.3g} s")
+        return held
+
+    def _refuse(self, deliver: Deliver, token: Any) -> None:
+        """start() on a closed prober (a stale reference, or a result handler that starts the next probe
+        from inside close()): the probe fails at once instead of entering a dict nobody reads again."""
+        if self.loop.is_closed():
+            self._deliver(deliver, token, False, None, CLOSED)
+        else:
+            self._later(deliver, token, False, None, CLOSED)
 
     def _trim(self) -> None:
         """Drop answered probes from the FIFO heads now, not at the next expiry: answers come
@@ -160,7 +194,7 @@ class _Multiplexer(Generic[K]):
         except Exception:  # a broken receiver must not lose the other results of the batch
             log.exception("health probe result handler failed")
 
-    def close(self, detail: str = "probe cancelled: the prober closed") -> None:
+    def close(self, detail: str = CLOSED) -> None:
         """Stop: close every socket and fail every probe in flight (nobody waits forever)."""
         if self.closed:
             return
@@ -191,12 +225,16 @@ class TcpConnectProber(_Multiplexer[int]):
         timeout: float, bind_to: tuple[Any, ...] | None = None,
     ) -> None:
         """Connect to `address` (a sockaddr tuple of `family`), from `bind_to` when given."""
+        if self.closed:
+            self._refuse(deliver, token)
+            return
         started = self.loop.time()
         try:
             sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:  # EMFILE: out of descriptors
             self._later(deliver, token, False, None, why(exc))
             return
+        fd = sock.fileno()
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
             if bind_to is not None:
@@ -204,13 +242,15 @@ class TcpConnectProber(_Multiplexer[int]):
                 sock.bind(bind_to)
             code = sock.connect_ex(address)  # an errno, not an exception: cheaper on the hot path
             if code == errno.EINPROGRESS:
-                fd = sock.fileno()
                 self._epoll.register(fd, select.EPOLLOUT)
                 self._expect((deliver, token, started, sock, fd), timeout)
                 return
-        except OSError as exc:  # a source address we do not have, epoll out of memory...
-            sock.close()
-            self._later(deliver, token, False, None, why(exc))
+        except Exception as exc:  # a source address we do not have, epoll out of memory, a bad address:
+            # the probe fails here, it is never left half started (a socket that nobody watches)
+            self.pending.pop(fd, None)
+            _close(sock)
+            detail = why(exc) if isinstance(exc, OSError) else f"probe error: {exc}"
+            self._later(deliver, token, False, None, detail)
             return
         sock.close()
         if code == 0:  # connected at once (possible on loopback)
@@ -232,15 +272,21 @@ class TcpConnectProber(_Multiplexer[int]):
             deliver, token, started, sock, _fd = entry
             assert sock is not None
             # EPOLLOUT alone: connected. With ERR/HUP the connect failed; SO_ERROR says why.
-            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if mask & _ERROR_EVENTS else 0
-            sock.close()
+            try:
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if mask & _ERROR_EVENTS else 0
+            except OSError as exc:  # popped from `pending`: this probe's result is ours to give
+                code = exc.errno or errno.EIO
+            try:  # noqa: SIM105 (inline: the hot path)
+                sock.close()
+            except OSError:
+                pass
             if code:
                 self._deliver(deliver, token, False, None, strerror(code))
             else:
                 self._deliver(deliver, token, True, now - started, "connected")
         self._trim()
 
-    def close(self, detail: str = "probe cancelled: the prober closed") -> None:
+    def close(self, detail: str = CLOSED) -> None:
         if self.closed:
             return
         if not self.loop.is_closed():
@@ -273,6 +319,9 @@ class EchoProber(_Multiplexer[tuple[str, int]]):
 
     def start(self, deliver: Deliver, token: Any, address: str, timeout: float) -> None:
         """Send an echo request to `address` (as `canonical_address` spells it)."""
+        if self.closed:
+            self._refuse(deliver, token)
+            return
         started = self.loop.time()
         for _ in range(16):  # a sequence number still in flight to this address is skipped
             self.seq = (self.seq + 1) & 0xFFFF
@@ -306,7 +355,7 @@ class EchoProber(_Multiplexer[tuple[str, int]]):
                 self._deliver(entry[0], entry[1], True, now - entry[2], "echo reply")
         self._trim()
 
-    def close(self, detail: str = "probe cancelled: the prober closed") -> None:
+    def close(self, detail: str = CLOSED) -> None:
         if self.closed:
             return
         if not self.loop.is_closed():

@@ -20,7 +20,11 @@ How it keeps 10k targets at 1 s cheap and on time (bench/health.py, docs/health.
 - the hot path works on `_CheckSlot`s made at configuration time (the check's machine, its socket
   address and prober), so a probe costs no dataclass, no hashing of a Check and no string formatting;
 - every probe runs under its own timeout, so a hung probe (a script that sleeps, a black-holed
-  SYN) only ever holds its own slot.
+  SYN) only ever holds its own slot; a guard sweep once a second completes any probe that overstays
+  its timeout by PROBE_GRACE (a task is cancelled; a multiplexed probe its prober no longer holds is
+  counted in `probes_lost` and failed), so no check stays in flight for good;
+- a probe this loop starts late (it was blocked, or is behind) moves its check's window by that
+  much while it runs (CheckMachine.lateness): the loop's own delay takes no target down.
 
 Alerts: when a target goes down (DOWN or QUIESCED) the `alert` command runs, when it comes back UP
 from down the `upalert` command; per target (`alert` / `upalert` attributes of Target, when the
@@ -72,6 +76,9 @@ MAX_CONCURRENCY = 65536
 # calls; after this many the loop gets to collect results before we go on (the rest of the due
 # subjects follow at once), so an overloaded machine delays probes instead of timing them out.
 SUBJECTS_PER_WAKE = 256
+# A multiplexed probe's result is due by its timeout (the probers guarantee it). The guard sweep (once a
+# second) completes one that overstays by this much, so no check can stay in flight for good.
+PROBE_GRACE = 1.0
 
 # How a check's probe runs (_CheckSlot.way)
 BY_TASK = "task"  # a task running the probe function (every check type; the only way for a custom probe)
@@ -138,7 +145,8 @@ class _CheckSlot:
     """
 
     __slots__ = ("alive", "bind_to", "check", "echo_address", "echo_source", "family", "is_agent",
-                 "machine", "prober", "result_due", "sockaddr", "subject", "target", "timeout", "way")
+                 "machine", "prober", "result_due", "running_on", "sockaddr", "subject", "target", "timeout",
+                 "way")
 
     def __init__(self, subject: _Subject, check: Check, machine: CheckMachine) -> None:
         self.subject = subject
@@ -158,6 +166,9 @@ class _CheckSlot:
         # A multiplexed probe's result comes by its timeout at the latest (the prober guarantees it),
         # so no wake-up for the window is needed before then (CheckMachine.next_deadline).
         self.result_due = math.inf
+        # The prober its multiplexed probe runs on, until the result: what the guard sweep checks
+        # (`prober` is reset by a reconfiguration while the probe runs on)
+        self.running_on: TcpConnectProber | EchoProber | None = None
 
     def aim(self, target: ProbeTarget | None, multiplexed: bool) -> None:
         """Where the probes go and which way they run (the socket addresses are computed once here)."""
@@ -177,6 +188,10 @@ class _CheckSlot:
             self.way = BY_ECHO
             self.echo_address = canonical_address(self.family, str(address))
             self.echo_source = str(source) if source is not None else None
+
+
+def _subject_name(subject: _Subject) -> str:
+    return "the gateway" if subject.key is None else f"target {subject.key}"
 
 
 def service_port(config: Config, target: Target) -> int | None:
@@ -252,7 +267,8 @@ class HealthScheduler:
         self._guard_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats: dict[str, int] = {"probes_started": 0, "probes_ok": 0, "probes_failed": 0,
-                                      "events": 0, "alerts": 0, "late_results_ignored": 0}
+                                      "events": 0, "alerts": 0, "late_results_ignored": 0,
+                                      "probes_lost": 0}
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -486,14 +502,15 @@ class HealthScheduler:
             self._arm(deadlines[0])  # in the past when the budget ran out: runs after the loop's I/O
 
     def _wake(self, subject: _Subject, now: float) -> None:
-        """A subject's deadline passed: apply its windows, start its due probes, schedule it anew."""
+        """A subject's deadline passed: start its due probes, apply its windows, schedule it anew.
+
+        Probes first: one that starts late (this loop was blocked or is behind) moves its check's
+        window by its lateness (state.py). Applying the window first took every answering target
+        down whenever this loop ran more than T - I late, and up again at the probe's result: two
+        events a probe, whose republishes kept the daemon behind for good, and at any instant one
+        wake-up batch (SUBJECTS_PER_WAKE) down, in flight, its sockets connected and not yet read.
+        """
         subject.scheduled = math.inf
-        for slot in subject.slots:
-            if now >= slot.machine.window_end:  # a window ran out: apply it first
-                events = subject.health.tick(now)
-                if events:
-                    self._publish(events)
-                break
         for slot in subject.slots:
             machine = slot.machine
             if not machine.in_flight and now >= machine.next_probe_at:
@@ -502,6 +519,12 @@ class HealthScheduler:
                     self._start(slot, now)
                 else:
                     self._queue.append(slot)
+        for slot in subject.slots:
+            if now >= slot.machine.window_end:  # a window ran out (a late probe's ends later)
+                events = subject.health.tick(now)
+                if events:
+                    self._publish(events)
+                break
         self._schedule(subject)
 
     def _drain_queue(self) -> None:
@@ -530,6 +553,9 @@ class HealthScheduler:
                     loop.call_soon(self._deliver, slot, False, None, why(exc))
                     return
             assert isinstance(tcp, TcpConnectProber)
+            slot.running_on = tcp
+            if self._guard_timer is None:
+                self._arm_guard()
             tcp.start(self._deliver, slot, slot.family, slot.sockaddr, slot.timeout, slot.bind_to)
         elif way is BY_ECHO:
             echo = slot.prober
@@ -541,6 +567,9 @@ class HealthScheduler:
                     loop.call_soon(self._deliver, slot, False, None, why(exc))
                     return
             assert isinstance(echo, EchoProber)
+            slot.running_on = echo
+            if self._guard_timer is None:
+                self._arm_guard()
             echo.start(self._deliver, slot, slot.echo_address, slot.timeout)
         else:
             task = loop.create_task(self._run_probe(slot))
@@ -586,14 +615,39 @@ class HealthScheduler:
             if now >= deadline and task not in self._guard_fired:
                 self._guard_fired.add(task)
                 task.cancel()
-        if self._guard:
+        if self._in_flight > len(self._guard):  # multiplexed probes in flight
+            self._sweep_multiplexed(now)
+        if self._guard or self._in_flight > 0:
             self._arm_guard()
+
+    def _sweep_multiplexed(self, now: float) -> None:
+        """The invariant behind `result_due`: every multiplexed probe ends by its timeout. One that
+        overstays by PROBE_GRACE is timed out by its prober now (the loop ran its timer late), or,
+        when the prober no longer has it, completed here as lost and counted (`probes_lost`): a check
+        never stays in flight for good, whatever became of its probe."""
+        overdue: dict[TcpConnectProber | EchoProber, list[_CheckSlot]] = {}
+        for subject in self._subjects():
+            for slot in subject.slots:
+                prober = slot.running_on
+                if prober is not None and now > slot.result_due + PROBE_GRACE:
+                    overdue.setdefault(prober, []).append(slot)
+        for prober, slots in overdue.items():
+            held = prober.expire(slots)  # delivers what it still had, as its own timeout would
+            for slot in slots:
+                if slot in held or slot.running_on is not prober:
+                    continue
+                self.stats["probes_lost"] += 1
+                log.error("health probe lost: %s of %s had no result %.1f s after it was due; "
+                          "completed as failed", check_label(slot.check), _subject_name(slot.subject),
+                          now - slot.result_due)
+                self._deliver(slot, False, None, f"probe lost: no result within {slot.timeout:g} s")
 
     def _deliver(
         self, slot: _CheckSlot, ok: bool, latency: float | None, detail: str, load: float | None = None,
     ) -> None:
         """A probe's result (the multiplexed probers call this directly, in batches)."""
         self._in_flight -= 1
+        slot.running_on = None
         loop = self._loop
         if loop is None or not slot.alive:
             self.stats["late_results_ignored"] += 1

@@ -23,8 +23,16 @@ max(fall, 1) consecutive failures, and DOWN when the first window passes without
 data path treats UNKNOWN as "no new sessions" (`to_dataplane`), so a restarted balancer sends no new
 client to a target before one probe has seen it alive. A target without checks is UP at once.
 
+The driver's delay is not the target's. A probe the driver starts `L` seconds after it was due (its
+event loop was blocked, or is behind) moves the window's end `L` later while it is in flight, and its
+success is judged against that end: everything happens as if the driver had been on time, `L` later.
+Otherwise a driver running more than `window - interval` late takes every healthy target down at its
+next probe and up again at the result, and the events of that flapping (each a republish of the data
+path) are what keeps an overloaded balancer behind (docs/health.md).
+
 Invariant (tested with hypothesis): after any input at time `now`, a check in state UP has had a
-successful probe within the last `window` seconds (`now - last_ok < window`).
+successful probe within the last `window` seconds (`now - last_ok < window`), or has a probe in
+flight that started `L` late and a success within the last `window + L` seconds.
 """
 
 from __future__ import annotations
@@ -138,6 +146,7 @@ class CheckMachine:
         self.ok_streak = 0
         self.fail_streak = 0
         self.in_flight = False
+        self.lateness = 0.0  # how late the driver started the probe in flight: the window's end moves
         self.next_probe_at = now if first_probe_at is None else first_probe_at
         # When the window runs out: (last success, else creation) + window; never while DOWN. Kept
         # up to date by probe_result and _set because every probe result and timer reads it.
@@ -150,6 +159,8 @@ class CheckMachine:
 
     def probe_started(self, now: float) -> None:
         self.in_flight = True
+        late = now - self.next_probe_at
+        self.lateness = late if late > 0.0 else 0.0
         # Fixed rate: the next probe is one interval after this one was due, so a slow probe does
         # not make the schedule drift. After a stall (the driver late by more than an interval) the
         # missed probes are skipped, not made up in a burst: the next is the first slot of the same
@@ -164,8 +175,11 @@ class CheckMachine:
 
     def probe_result(self, ok: bool, now: float, latency: float | None, detail: str) -> bool:
         """Record a finished probe; True when the check's state changed."""
-        self.in_flight = False
-        changed = self.tick(now)
+        # a success is judged against the window as it stood while it ran (moved by the driver's
+        # lateness); a failure against the window itself
+        credit = self.lateness if ok and self.in_flight else 0.0
+        self.in_flight, self.lateness = False, 0.0
+        changed = self._expire(now, credit)
         self.last_latency = latency
         self.last_detail = detail
         if ok:
@@ -191,7 +205,10 @@ class CheckMachine:
 
     def tick(self, now: float) -> bool:
         """Apply the timeout window at `now`; True when the check went down."""
-        if now >= self.window_end:
+        return self._expire(now, self.lateness if self.in_flight else 0.0)
+
+    def _expire(self, now: float, credit: float) -> bool:
+        if now >= self.window_end + credit:
             last = f" (last: {self.last_detail})" if self.last_detail else ""
             since = "since start" if self.last_ok is None else f"for {self.window:g} s"
             return self._set(HealthState.DOWN, now, f"no successful probe {since}{last}")
@@ -205,10 +222,12 @@ class CheckMachine:
         While a probe is in flight only the window counts; and not even the window when the driver
         guarantees the probe's result by `result_due` (its own timeout) and the window ends later:
         `probe_result` applies the window first, so the result's call comes in time. That saves a
-        driver with 10k checks a timer entry per probe.
+        driver with 10k checks a timer entry per probe. (While a probe that started late is in
+        flight, its window ends that much later.)
         """
         window = self.window_end
         if self.in_flight:
+            window += self.lateness
             return window if window < result_due else math.inf
         return self.next_probe_at if self.next_probe_at < window else window
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import socket
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
@@ -159,3 +160,69 @@ def test_a_failing_receiver_does_not_lose_the_other_results(run_virtual: RunVirt
 
     run_virtual(main())
     assert sorted(got) == ["a", "b"]
+
+
+def test_a_probe_started_on_a_closed_prober_fails_at_once(run_virtual: RunVirtual) -> None:
+    """A result handler that starts the next probe from inside close() (or a stale reference): before,
+    the probe registered in the epoll set about to be closed and entered a `pending` nobody read again,
+    its check in flight for good, its socket open (CLOSE-WAIT once the peer closed) in no epoll set."""
+    rec = Recorder()
+    prober_box: list[TcpConnectProber] = []
+    hole_port: list[int] = []
+
+    def deliver_then_restart(token: object, ok: bool, latency: float | None, detail: str) -> None:
+        rec.deliver(token, ok, latency, detail)
+        if token == "first":
+            prober_box[0].start(rec.deliver, "second", socket.AF_INET, ("127.0.0.1", hole_port[0]), 30.0)
+
+    async def main() -> None:
+        prober = TcpConnectProber(asyncio.get_running_loop())
+        prober_box.append(prober)
+        with loopback_ports() as (_up, _closed, hole):
+            hole_port.append(hole)
+            prober.start(deliver_then_restart, "first", socket.AF_INET, ("127.0.0.1", hole), 30.0)
+            await asyncio.sleep(0.1)
+            prober.close()
+            assert prober.in_flight == 0
+            rec.start(prober, "third", hole, 30.0)  # a stale reference after close
+            await until(lambda: "third" in rec.results)
+
+    run_virtual(main())
+    assert rec.results == {t: [(False, None, "probe cancelled: the prober closed")]
+                           for t in ("first", "second", "third")}
+    assert not rec.reentered
+
+
+def test_a_bad_address_fails_the_probe_and_leaks_no_socket(run_virtual: RunVirtual) -> None:
+    rec = Recorder()
+
+    async def main() -> None:
+        prober = TcpConnectProber(asyncio.get_running_loop())
+        before = len(os.listdir("/proc/self/fd"))
+        prober.start(rec.deliver, "bad", socket.AF_INET, ("127.0.0.1", 70000), 1.0)  # OverflowError
+        await until(lambda: "bad" in rec.results)
+        assert len(os.listdir("/proc/self/fd")) == before and prober.in_flight == 0
+        prober.close()
+
+    run_virtual(main())
+    [(ok, latency, detail)] = rec.results["bad"]
+    assert not ok and latency is None and detail.startswith("probe error:")
+
+
+def test_expire_times_out_held_probes_now_and_names_the_tokens_it_held(run_virtual: RunVirtual) -> None:
+    rec = Recorder()
+
+    async def main() -> set[object]:
+        prober = TcpConnectProber(asyncio.get_running_loop())
+        with loopback_ports() as (_up, _closed, hole):
+            rec.start(prober, "held", hole, 30.0)
+            rec.start(prober, "other", hole, 30.0)
+            await asyncio.sleep(0.5)
+            held = prober.expire(["held", "lost"])
+            assert prober.in_flight == 1 and set(rec.results) == {"held"}
+            prober.close()
+        return held
+
+    assert run_virtual(main()) == {"held"}
+    [(ok, _latency, detail)] = rec.results["held"]
+    assert not ok and detail.startswith("no answer within 0.5")

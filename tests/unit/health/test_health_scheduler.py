@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dsrlb.health.probes import ProbeResult, ProbeTarget
+from dsrlb.health.probes import ProbeKit, ProbeResult, ProbeTarget
 from dsrlb.health.scheduler import HealthConfigError, HealthScheduler, service_port, source_address
 from dsrlb.health.state import GatewayStateChanged, HealthEvent, HealthState, TargetStateChanged
 from dsrlb.model import (
@@ -410,3 +410,118 @@ def test_a_source_address_we_do_not_have_fails_the_probe_and_probing_goes_on(run
         listener.close()
     assert detail == "Cannot assign requested address"
     assert counters["probes_failed"] >= 4 and counters["in_flight"] == 0
+
+
+def test_a_stall_longer_than_the_window_takes_no_answering_target_down(
+    run_virtual: RunVirtual, stall: Callable[[float], None],
+) -> None:
+    """The real probe kit against an accept-and-close listener (as bench/health.py): the loop blocks
+    for 3.5 s, longer than T = 3 (a republish stalled it that long in the AF_PACKET bench). Every
+    overdue probe then starts late, and its result decides: no target that answers goes down (before,
+    each went down at its wake-up, 'no successful probe for 3 s (last: connected)', and up again at the
+    result: the flapping that kept an overloaded daemon behind, one wake-up batch of 256 always down
+    and in flight). A target that died during the stall goes down at its late probe's failure."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(512)
+    listener.setblocking(False)
+    doomed = socket.socket()
+    doomed.bind(("127.0.0.1", 0))
+    doomed.listen(512)
+    doomed.setblocking(False)
+    up_port, doomed_port = listener.getsockname()[1], doomed.getsockname()[1]
+
+    def accept_and_close(sock: socket.socket) -> None:
+        for _ in range(512):
+            try:
+                conn, _addr = sock.accept()
+            except OSError:
+                return
+            conn.close()
+
+    cfg = Config(targets=tuple(
+        Target(i, IPv4Address("127.0.0.1"), registered=True, enabled=True,
+               checks=(TcpOpenCheck(doomed_port if i == 201 else up_port, 1, 3),))
+        for i in range(1, 202)))
+    events: list[HealthEvent] = []
+
+    async def main() -> tuple[dict[int, HealthState], str, float, dict[str, int]]:
+        loop = asyncio.get_running_loop()
+        for sock in (listener, doomed):
+            loop.add_reader(sock.fileno(), accept_and_close, sock)
+        sched = HealthScheduler(cfg)
+        sched.subscribe(events.append)
+        await sched.start()
+        await asyncio.sleep(4.0)
+        assert all(v.state is HealthState.UP for v in sched.snapshot())
+        del events[:]
+        loop.remove_reader(doomed.fileno())
+        doomed.close()  # target 201 dies while the loop is blocked: refused from now on
+        stall(3.5)
+        stalled = loop.time()
+        await asyncio.sleep(6.0)
+        loop.remove_reader(listener.fileno())
+        view = sched.target(201)
+        counters = sched.counters()
+        await sched.stop()
+        return ({v.target_id: v.state for v in sched.snapshot()}, view.reason if view else "", stalled,
+                counters)
+
+    try:
+        states, reason, stalled, counters = run_virtual(main())
+    finally:
+        listener.close()
+        doomed.close()
+    assert [(e.target_id, e.old, e.new) for e in events if isinstance(e, TargetStateChanged)] == [
+        (201, HealthState.UP, HealthState.DOWN)]
+    assert events[0].since <= stalled + 1.0  # at its overdue probe's failure, right after the stall
+    assert "Connection refused" in reason
+    assert all(state is HealthState.UP for tid, state in states.items() if tid != 201)
+    assert counters["probes_lost"] == 0
+
+
+def test_a_probe_its_prober_lost_is_completed_and_counted(
+    run_virtual: RunVirtual, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The defensive invariant: every multiplexed probe ends within its timeout plus PROBE_GRACE (and
+    the guard's one-second period). A probe the prober drops (it cannot, but if it did) is failed by
+    the scheduler's guard, counted in `probes_lost`, and the check probes on; before, its check stayed
+    in flight for good and was never probed again."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(512)
+    port = listener.getsockname()[1]
+    cfg = Config(targets=(Target(1, IPv4Address("127.0.0.1"), checks=(TcpOpenCheck(port, 1, 3),),
+                                 registered=True, enabled=True),))
+    kit = ProbeKit()
+    starts: list[float] = []
+
+    async def main() -> dict[str, int]:
+        loop = asyncio.get_running_loop()
+        prober = kit.tcp_prober(loop)
+        start = prober.start
+
+        def lossy_start(deliver: Any, token: Any, *args: Any) -> None:
+            starts.append(loop.time())
+            if len(starts) != 3:  # the third is lost: no socket, no entry, no result
+                start(deliver, token, *args)
+
+        prober.start = lossy_start  # type: ignore[method-assign]
+        sched = HealthScheduler(cfg, kit=kit)
+        await sched.start()
+        await asyncio.sleep(12.0)
+        counters = sched.counters()
+        view = sched.target(1)
+        assert view is not None and view.state is HealthState.UP
+        await sched.stop()
+        return counters
+
+    try:
+        counters = run_virtual(main())
+    finally:
+        listener.close()
+    lost_at = starts[2]
+    assert len([t for t in starts if t > lost_at]) >= 7  # probing went on, about once a second
+    assert min(t for t in starts if t > lost_at) <= lost_at + 1.0 + 1.0 + 1.0  # timeout, grace, sweep period
+    assert counters["probes_lost"] == 1 and counters["probes_failed"] == 1 and counters["in_flight"] == 0
+    assert "health probe lost: tcpopen" in caplog.text

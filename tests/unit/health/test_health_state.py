@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -139,7 +140,8 @@ def test_probe_schedule_is_fixed_rate_and_never_overlaps() -> None:
     assert not m.probe_due(0.4) and m.probe_due(0.5)
     m.probe_started(0.7)
     assert m.next_probe_at == 2.5 and not m.probe_due(3.0)  # in flight: no second probe
-    assert m.next_deadline() == 5.0  # only the window while in flight
+    # only the window while in flight, 0.2 s later: the driver started the probe 0.2 s late
+    assert m.next_deadline() == pytest.approx(5.2)
     m.probe_result(True, 3.0, 2.3, "slow")
     assert m.probe_due(3.0)
     m.probe_started(30.0)  # after a stall: the missed probes are skipped, the next is an interval on ...
@@ -158,6 +160,46 @@ def test_a_driver_that_guarantees_the_result_needs_no_wakeup_for_the_window() ->
     m.probe_result(False, 2.0, None, "no answer within 1 s")
     assert m.next_deadline(result_due=2.0) == 2.0  # not in flight: the next probe (before the window)
     assert not m.tick(2.2) and m.tick(2.25)  # and the window still ends on time
+
+def test_the_drivers_lateness_moves_the_window_while_the_late_probe_runs() -> None:
+    """The loop stalled 3.5 s (longer than T = 3): the overdue probe decides, not the stall."""
+    m = CheckMachine("x", 1.0, 3.0, 0.0, first_probe_at=0.0)
+    m.probe_started(0.0)
+    m.probe_result(True, 0.01, 0.01, "connected")  # up; the window ends at 3.01
+    assert m.state is HealthState.UP and m.next_probe_at == 1.0
+    m.probe_started(4.5)  # due at 1.0, started 3.5 s late
+    assert not m.tick(4.5) and m.state is HealthState.UP  # the window ends at 3.01 + 3.5 now
+    assert m.next_deadline() == pytest.approx(6.51)
+    assert not m.probe_result(True, 4.51, 0.01, "connected")  # no down-and-up blip
+    assert m.state is HealthState.UP and m.since == 0.01
+    assert m.next_deadline() == 6.0  # the next probe: the first of its phase an interval after 4.5
+
+    dead = CheckMachine("x", 1.0, 3.0, 0.0, first_probe_at=0.0)
+    dead.probe_started(0.0)
+    dead.probe_result(True, 0.01, 0.01, "connected")
+    dead.probe_started(4.5)
+    assert not dead.tick(5.0)
+    assert dead.probe_result(False, 5.5, None, "no answer within 1 s")  # a failure: the window itself
+    assert dead.state is HealthState.DOWN and dead.since == 5.5
+    assert dead.reason == "probe failed: no answer within 1 s"
+
+    hung = CheckMachine("x", 1.0, 3.0, 0.0, first_probe_at=0.0)
+    hung.probe_started(0.0)
+    hung.probe_result(True, 0.01, 0.01, "connected")
+    hung.probe_started(4.5)  # no result: the moved window still ends
+    assert hung.tick(6.51) and hung.state is HealthState.DOWN
+
+
+def test_an_on_time_probe_does_not_move_the_window() -> None:
+    m = CheckMachine("x", 1.0, 3.0, 0.0, first_probe_at=0.0)
+    m.probe_started(0.0)
+    m.probe_result(True, 0.01, 0.01, "connected")
+    for now in (1.0, 2.0, 3.0):  # failures on time; the third is in flight when the window ends
+        m.probe_started(now)
+        if now < 3.0:
+            m.probe_result(False, now + 0.5, None, "Connection refused")
+    assert m.tick(3.01) and m.state is HealthState.DOWN  # at 3.01, as before: T after the last success
+
 
 def test_gateway_events() -> None:
     g = GatewayHealth([PING], HealthPolicy(), now=0.0)
@@ -247,3 +289,72 @@ def test_up_comes_with_the_first_success_after_down_when_rise_is_one(
         t.probe_result(check, what == "ok", now)
         if what == "ok":
             assert t.state is HealthState.UP
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    interval=st.integers(1, 3), extra=st.integers(0, 6),
+    steps_=st.lists(st.tuples(st.floats(0.0, 5.0), st.floats(0.0, 0.4), st.floats(0.0, 0.4)),
+                    min_size=1, max_size=40),
+)
+def test_a_late_driver_takes_no_answering_target_down(
+    interval: int, extra: int, steps_: list[tuple[float, float, float]],
+) -> None:
+    """A driver that starts every probe whenever it gets to it (up to 5 s late: its loop is blocked or
+    behind, longer than the window) and gets every answer (within 0.4 of the probe timeout, handed
+    over up to 0.4 s late too): the check comes up and never goes down. The window (T >= 3I, as
+    `tcpopen P,1,3`) is the target's, not the driver's. (After a stall the next probe keeps its
+    phase, so it can come up to 2I after the late success: with T = 2I a late hand-over of its
+    answer can still pass the window.) Driven as the scheduler does: due probes first, then the
+    window."""
+    window = 3 * interval + extra
+    check = TcpOpenCheck(80, interval, window)
+    t = TargetHealth(1, [check], HealthPolicy(), now=0.0)
+    m = t.machines[check]
+    now = 0.0
+    events: list[TargetStateChanged] = []
+    for late, latency, delivered_late in steps_:
+        now = max(now, m.next_probe_at) + late
+        assert t.due_checks(now) == [check]
+        t.probe_started(check, now)
+        events += t.tick(now)
+        now += latency * min(interval, window) + delivered_late
+        assert m.next_deadline() >= now or not t.tick(now)  # no wake-up takes it down meanwhile
+        events += t.probe_result(check, True, now, latency, "connected")
+        # the invariant, with the lateness credited: up only with a success within T (+ lateness)
+        assert m.last_ok == now and t.state is HealthState.UP
+    assert [(e.old, e.new) for e in events] == [(HealthState.UNKNOWN, HealthState.UP)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    interval=st.integers(1, 5), window=st.integers(1, 12), rise=st.integers(1, 3), fall=st.integers(0, 3),
+    seq=st.lists(st.tuples(st.floats(0.0, 6.0, allow_nan=False),
+                           st.sampled_from(["start", "ok", "fail", "tick"])), max_size=60),
+)
+def test_up_only_with_a_success_in_the_window_moved_by_the_late_start(
+    interval: int, window: int, rise: int, fall: int, seq: list[tuple[float, str]],
+) -> None:
+    """Starts and results as separate inputs, probes started at any lateness: a check is up only
+    with a success in the last T seconds, or in the last T + L while a probe started L late runs."""
+    check = TcpOpenCheck(80, interval, window)
+    t = TargetHealth(1, [check], HealthPolicy(rise=rise, fall=fall), now=0.0)
+    m = t.machines[check]
+    now = 0.0
+    last_ok: float | None = None
+    for gap, what in seq:
+        now += gap
+        if what == "start" and m.probe_due(now):
+            due = m.next_probe_at
+            t.probe_started(check, now)
+            assert m.lateness == now - due
+        elif what in ("ok", "fail") and m.in_flight:
+            t.probe_result(check, what == "ok", now)
+            if what == "ok":
+                last_ok = now
+        t.tick(now)
+        if t.state is HealthState.UP:
+            assert last_ok is not None
+            credit = m.lateness if m.in_flight else 0.0
+            assert now < last_ok + window + credit
+        assert m.lateness == 0.0 or m.in_flight
