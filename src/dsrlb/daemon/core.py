@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import socket
 import threading
@@ -56,6 +57,26 @@ REPUBLISH_GAP_FACTOR = 3.0
 REPUBLISH_MAX_GAP = 0.5
 
 
+# Each health probe in flight holds a socket, and the scheduler runs up to half the soft limit at once
+# (health/scheduler.py default_concurrency): Linux's default soft limit of 1024 would cap a daemon with
+# thousands of targets at 512 concurrent probes. Raise it towards the hard limit (the unit file sets
+# LimitNOFILE), as keepalived and other network daemons do.
+WANTED_OPEN_FILES = 1 << 17
+
+
+def raise_open_files_limit(wanted: int = WANTED_OPEN_FILES) -> int:
+    """Raise the soft RLIMIT_NOFILE to min(wanted, hard); never lower it. The soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit to %d: %s", target, exc)
+    return soft
+
+
 class ReloadRefused(Exception):
     """A reload that cannot be applied (a config that does not validate, an unreadable agent secret,
     changed interfaces, a netlink failure): the running config, addresses and health checks stay."""
@@ -91,6 +112,7 @@ class Daemon:
         self.plumbing = plumbing if plumbing is not None else self._netlink_thread.submit(Plumbing).result()
         self.engine: Engine = (engine_impl if engine_impl is not None
                                else make_engine(engine, instance, xdp_mode, self.config))
+        raise_open_files_limit()  # before the scheduler sizes its concurrency from it
         self.health = HealthScheduler(self.config)
         registry = build_registry(self)
         self.control = ControlServer(registry, self.paths.control_socket)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
@@ -23,7 +24,7 @@ import pytest
 
 from dsrlb.control.commands import CommandFailed
 from dsrlb.daemon.commands import build_registry
-from dsrlb.daemon.core import Daemon, ReloadRefused
+from dsrlb.daemon.core import Daemon, ReloadRefused, raise_open_files_limit
 from dsrlb.daemon.plumbing import AddressPlan, Plumbing, Refreshed, plan_addresses
 from dsrlb.engine.compile import DesiredState
 from dsrlb.engine.dataplane import Change, IPAddress, IPNetwork, NextHop, SessionEntry, TargetState
@@ -423,3 +424,14 @@ def test_plumbing_apply_takes_back_its_own_additions_when_one_fails(
     assert {str(i) for _, i in netlink.present} == {"192.0.2.251/24", "192.0.2.11/32"}
     plumbing.release()
     assert netlink.present == []
+
+
+def test_the_open_files_limit_is_raised_towards_the_hard_limit_never_lowered() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        wanted = 2048 if hard == resource.RLIM_INFINITY else min(2048, hard)
+        assert raise_open_files_limit(2048) == wanted == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert raise_open_files_limit(512) == wanted  # never lowered
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
