@@ -289,6 +289,37 @@ def test_target_goes_down_when_the_server_stops_and_comes_back(lab: Lab) -> None
     assert changes[1].since - stopped_at["t"] <= 2 + 1  # down within T + I of the stop
 
 
+def test_target_goes_down_when_its_agent_stops_answering_and_comes_back(lab: Lab) -> None:
+    """`agent P,I,T`: a real agent on the target; killed, its target goes down within T + I;
+    started again, the target comes back up with its new load."""
+    agent = lab.agent(439, "--bind", "192.0.2.2", "--script", "echo 35")
+    cfg = Config(networks=(NET,), targets=(target(1, "192.0.2.2", AgentCheck(439, 1, 2)),))
+    events: list[HealthEvent] = []
+    stopped_at: dict[str, float] = {}
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sched = HealthScheduler(cfg)
+        sched.subscribe(events.append)
+        await sched.start()
+        try:
+            assert await wait_until(lambda: sched.target(1).state is HealthState.UP, 10)  # type: ignore[union-attr]
+            assert sched.loads().get(1) == 35.0
+            lab.stop(agent)
+            stopped_at["t"] = loop.time()
+            assert await wait_until(lambda: sched.target(1).state is HealthState.DOWN, 10)  # type: ignore[union-attr]
+            lab.agent(439, "--bind", "192.0.2.2", "--script", "echo 20")
+            assert await wait_until(lambda: sched.target(1).state is HealthState.UP, 10)  # type: ignore[union-attr]
+            assert await wait_until(lambda: sched.loads().get(1) == 20.0, 5)
+        finally:
+            await sched.stop()
+
+    lab.run(main)
+    changes = [e for e in events if isinstance(e, TargetStateChanged)]
+    assert [e.new for e in changes] == [HealthState.UP, HealthState.DOWN, HealthState.UP]
+    assert changes[1].since - stopped_at["t"] <= 2 + 1  # down within T + I of the stop
+
+
 def test_agent_load_high_and_low_and_authentication(lab: Lab, tmp_path: Path) -> None:
     secret = tmp_path / "agent.secret"
     secret.write_text("s3cret-for-tests\n")
