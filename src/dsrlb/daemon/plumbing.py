@@ -289,11 +289,29 @@ class Plumbing:
         try:
             for family, added in list(self._gateway_routes.items()):
                 self._remove_gateway_route(family, added)
-            self._addresses.release()
+            removed = self._addresses.release()
         finally:
             self._sysctls.restore()
             self._current = ()
             self._homes = {}
+        self._clear_stale_anycast(removed)
+
+    def _clear_stale_anycast(self, removed: list[tuple[str, IPInterface]]) -> None:
+        """Remove a subnet-router anycast route (RFC 4291 §2.6.1) that outlived every address of its
+        prefix on an interface. The kernel joins it for each IPv6 address while forwarding is on and
+        leaves it on delete; under load we saw one join outnumber the leaves, which left
+        `anycast 2001:db8:ffff:: dev eth2 table local` behind after stop (once in a full CI run)."""
+        for ifname, interface in removed:
+            if interface.version != 6 or interface.network.prefixlen >= 127:
+                continue
+            try:
+                if any(a.interface.network == interface.network for a in self.netlink.addresses(ifname)):
+                    continue  # an address of the prefix is still there: the kernel's entry is live
+                if self.netlink.remove_anycast_route(interface.network.network_address, ifname):
+                    log.warning("removed the anycast route %s on %s the kernel kept after its addresses",
+                                interface.network.network_address, ifname)
+            except NetlinkFacadeError as exc:
+                log.debug("checking anycast routes of %s: %s", ifname, exc)
 
     # --- next hops and return routes ---------------------------------------------------------------
 

@@ -20,6 +20,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from dsrlb.netlink.errors import LinkNotFoundError, NamespaceNotFoundError, NetlinkFacadeError, NoRouteError
 from dsrlb.netlink.namespace import netns_exists
 from dsrlb.netlink.types import (
+    RT_TABLE_LOCAL,
+    RT_TABLE_MAIN,
     AddressInfo,
     IPAddress,
     IPInterface,
@@ -30,6 +32,7 @@ from dsrlb.netlink.types import (
     Resolution,
     RouteEntry,
     RouteInfo,
+    RouteType,
     RuleEntry,
     address_from_msg,
     link_from_msg,
@@ -43,7 +46,6 @@ IFA_F_NODAD = 0x02
 NTF_USE = 0x01
 AF_INET = 2
 AF_INET6 = 10
-RT_TABLE_MAIN = 254
 
 IPNetwork = IPv4Network | IPv6Network
 LinkRef = str | int  # an interface name or ifindex
@@ -235,6 +237,20 @@ class Netlink:
         """The policy routing rules of `family` (AF_INET/AF_INET6) in priority order (`ip rule`)."""
         msgs = self._call("list rules", self._ipr.get_rules, family=family)
         return sorted(map(rule_from_msg, msgs), key=lambda r: r.priority)
+
+    def remove_anycast_route(self, address: IPAddress | str, dev: LinkRef) -> bool:
+        """Delete the kernel's anycast route for `address` on `dev` (table local); False when absent."""
+        addr = ip_address(address)
+        spec: dict[str, Any] = {"dst": f"{addr}/{addr.max_prefixlen}", "family": _family(ip_network(addr)),
+                                "table": RT_TABLE_LOCAL, "type": int(RouteType.ANYCAST),
+                                "oif": self.ifindex(dev)}
+        try:
+            self._ipr.route("del", **spec)
+        except NetlinkError as exc:
+            if exc.code in (errno.ESRCH, errno.ENOENT):
+                return False
+            raise NetlinkFacadeError(f"remove anycast route {addr}{self._where()}: {exc.args[-1]}") from exc
+        return True
 
     def remove_route(self, prefix: IPNetwork | str, gateway: IPAddress | str | None = None) -> bool:
         """Delete the route to `prefix` (only the one via `gateway` when given); False when absent."""

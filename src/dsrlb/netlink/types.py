@@ -191,6 +191,7 @@ class RouteType(enum.IntEnum):
 
 
 RT_TABLE_MAIN = 254
+RT_TABLE_LOCAL = 255  # addresses of this host, broadcast and anycast routes
 
 
 @dataclass(frozen=True)
