@@ -258,9 +258,13 @@ def test_every_probe_type_against_a_real_target(lab: Lab, tmp_path: Path) -> Non
     assert results["https"].detail == "HTTP 200"
 
 
-def test_target_goes_down_when_the_server_stops_and_comes_back(lab: Lab) -> None:
-    server = lab.http_server()
-    checks = (TcpOpenCheck(8080, 1, 2), HttpCheck(8080, "/", 1, 2), PingCheck(1, 2))
+def down_and_back(lab: Lab, checks: tuple[Check, ...], stop: Callable[[], None],
+                  restart: Callable[[], object],
+                  when_up: Callable[[HealthScheduler], None] = lambda sched: None,
+                  when_down: Callable[[HealthScheduler], None] = lambda sched: None,
+                  when_back: Callable[[HealthScheduler], Coroutine[Any, Any, None]] | None = None) -> None:
+    """Target 1 (192.0.2.2) with `checks` comes up; `stop()` takes it down within T + I (T = 2, I = 1);
+    `restart()` brings it back up: exactly those three transitions."""
     cfg = Config(networks=(NET,), targets=(target(1, "192.0.2.2", *checks),))
     events: list[HealthEvent] = []
     stopped_at: dict[str, float] = {}
@@ -272,14 +276,15 @@ def test_target_goes_down_when_the_server_stops_and_comes_back(lab: Lab) -> None
         await sched.start()
         try:
             assert await wait_until(lambda: sched.target(1).state is HealthState.UP, 10)  # type: ignore[union-attr]
-            lab.stop(server)
+            when_up(sched)
+            stop()
             stopped_at["t"] = loop.time()
             assert await wait_until(lambda: sched.target(1).state is HealthState.DOWN, 10)  # type: ignore[union-attr]
-            view = sched.target(1)
-            assert view is not None and "8080" in view.reason and "Connection refused" in view.reason
-            assert {c.label: c.state for c in view.checks}["ping 1,2"] is HealthState.UP
-            lab.http_server()
+            when_down(sched)
+            restart()
             assert await wait_until(lambda: sched.target(1).state is HealthState.UP, 10)  # type: ignore[union-attr]
+            if when_back is not None:
+                await when_back(sched)
         finally:
             await sched.stop()
 
@@ -287,37 +292,34 @@ def test_target_goes_down_when_the_server_stops_and_comes_back(lab: Lab) -> None
     changes = [e for e in events if isinstance(e, TargetStateChanged)]
     assert [e.new for e in changes] == [HealthState.UP, HealthState.DOWN, HealthState.UP]
     assert changes[1].since - stopped_at["t"] <= 2 + 1  # down within T + I of the stop
+
+
+def test_target_goes_down_when_the_server_stops_and_comes_back(lab: Lab) -> None:
+    server = lab.http_server()
+
+    def reason(sched: HealthScheduler) -> None:
+        view = sched.target(1)
+        assert view is not None and "8080" in view.reason and "Connection refused" in view.reason
+        assert {c.label: c.state for c in view.checks}["ping 1,2"] is HealthState.UP
+
+    down_and_back(lab, (TcpOpenCheck(8080, 1, 2), HttpCheck(8080, "/", 1, 2), PingCheck(1, 2)),
+                  stop=lambda: lab.stop(server), restart=lab.http_server, when_down=reason)
 
 
 def test_target_goes_down_when_its_agent_stops_answering_and_comes_back(lab: Lab) -> None:
     """`agent P,I,T`: a real agent on the target; killed, its target goes down within T + I;
     started again, the target comes back up with its new load."""
     agent = lab.agent(439, "--bind", "192.0.2.2", "--script", "echo 35")
-    cfg = Config(networks=(NET,), targets=(target(1, "192.0.2.2", AgentCheck(439, 1, 2)),))
-    events: list[HealthEvent] = []
-    stopped_at: dict[str, float] = {}
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        sched = HealthScheduler(cfg)
-        sched.subscribe(events.append)
-        await sched.start()
-        try:
-            assert await wait_until(lambda: sched.target(1).state is HealthState.UP, 10)  # type: ignore[union-attr]
-            assert sched.loads().get(1) == 35.0
-            lab.stop(agent)
-            stopped_at["t"] = loop.time()
-            assert await wait_until(lambda: sched.target(1).state is HealthState.DOWN, 10)  # type: ignore[union-attr]
-            lab.agent(439, "--bind", "192.0.2.2", "--script", "echo 20")
-            assert await wait_until(lambda: sched.target(1).state is HealthState.UP, 10)  # type: ignore[union-attr]
-            assert await wait_until(lambda: sched.loads().get(1) == 20.0, 5)
-        finally:
-            await sched.stop()
+    def first_load(sched: HealthScheduler) -> None:
+        assert sched.loads().get(1) == 35.0
 
-    lab.run(main)
-    changes = [e for e in events if isinstance(e, TargetStateChanged)]
-    assert [e.new for e in changes] == [HealthState.UP, HealthState.DOWN, HealthState.UP]
-    assert changes[1].since - stopped_at["t"] <= 2 + 1  # down within T + I of the stop
+    async def new_load(sched: HealthScheduler) -> None:
+        assert await wait_until(lambda: sched.loads().get(1) == 20.0, 5)
+
+    down_and_back(lab, (AgentCheck(439, 1, 2),), stop=lambda: lab.stop(agent),
+                  restart=lambda: lab.agent(439, "--bind", "192.0.2.2", "--script", "echo 20"),
+                  when_up=first_load, when_back=new_load)
 
 
 def test_agent_load_high_and_low_and_authentication(lab: Lab, tmp_path: Path) -> None:

@@ -241,16 +241,10 @@ class Netlink:
     def remove_anycast_route(self, address: IPAddress | str, dev: LinkRef) -> bool:
         """Delete the kernel's anycast route for `address` on `dev` (table local); False when absent."""
         addr = ip_address(address)
-        spec: dict[str, Any] = {"dst": f"{addr}/{addr.max_prefixlen}", "family": _family(ip_network(addr)),
-                                "table": RT_TABLE_LOCAL, "type": int(RouteType.ANYCAST),
-                                "oif": self.ifindex(dev)}
-        try:
-            self._ipr.route("del", **spec)
-        except NetlinkError as exc:
-            if exc.code in (errno.ESRCH, errno.ENOENT):
-                return False
-            raise NetlinkFacadeError(f"remove anycast route {addr}{self._where()}: {exc.args[-1]}") from exc
-        return True
+        return self._delete_route(
+            {"dst": f"{addr}/{addr.max_prefixlen}", "family": _family(ip_network(addr)),
+             "table": RT_TABLE_LOCAL, "type": int(RouteType.ANYCAST), "oif": self.ifindex(dev)},
+            f"anycast route {addr}")
 
     def remove_route(self, prefix: IPNetwork | str, gateway: IPAddress | str | None = None) -> bool:
         """Delete the route to `prefix` (only the one via `gateway` when given); False when absent."""
@@ -258,12 +252,15 @@ class Netlink:
         spec: dict[str, Any] = {"dst": str(net), "family": _family(net)}
         if gateway is not None:
             spec["gateway"] = str(ip_address(gateway))
+        return self._delete_route(spec, f"route {net}")
+
+    def _delete_route(self, spec: dict[str, Any], what: str) -> bool:
         try:
             self._ipr.route("del", **spec)
         except NetlinkError as exc:
             if exc.code in (errno.ESRCH, errno.ENOENT):
                 return False
-            raise NetlinkFacadeError(f"remove route {net}{self._where()}: {exc.args[-1]}") from exc
+            raise NetlinkFacadeError(f"remove {what}{self._where()}: {exc.args[-1]}") from exc
         return True
 
     # --- neighbours ------------------------------------------------------------------------------
