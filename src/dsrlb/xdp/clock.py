@@ -46,8 +46,11 @@ def tick_nsec(hz: int) -> int:
 def clock_base_from(first: Reading, later: Sequence[Reading]) -> ClockBase:
     """HZ from `first` and the last of `later` (SPAN_SECONDS apart), the offset from all readings.
 
-    Jiffies move before the coarse clock within one tick update, so a reading taken in between shows
-    the coarse clock one tick behind: the largest offset of several readings is the right one."""
+    Each reading gives coarse - jiffies * TICK_NSEC = the tick's boundary offset plus how late that
+    tick's update ran (the coarse clock is stamped when the handler runs, later under load). A reading
+    taken between a tick's jiffies update and its clock update is a whole tick lower: those are left
+    out (more than half a tick below the highest), and of the rest the smallest is the closest to the
+    boundary, so the clock is not ahead of CLOCK_MONOTONIC by a late tick's delay."""
     if not later:
         return COARSE
     j1, c1 = first
@@ -59,7 +62,9 @@ def clock_base_from(first: Reading, later: Sequence[Reading]) -> ClockBase:
     step = tick_nsec(hz)
     if abs(step - measured) > HZ_TOLERANCE * step:
         return COARSE
-    offset = max(c - j * step for j, c in (first, *later))
+    offsets = [c - j * step for j, c in (first, *later)]
+    top = max(offsets)
+    offset = min(o for o in offsets if o > top - step // 2)
     return ClockBase(offset % U64, step, hz)
 
 
