@@ -110,6 +110,17 @@ def thread_cpu(pid: int, tid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def accept_and_close(listener: socket.socket, batch: int) -> int:
+    """Accept and close up to `batch` pending connections of a non-blocking listener; how many."""
+    for done in range(batch):
+        try:
+            conn, _addr = listener.accept()
+        except OSError:  # BlockingIOError: drained; ECONNABORTED: reset before accept
+            return done
+        conn.close()
+    return batch
+
+
 def host_busy_seconds() -> float:
     """CPU seconds the whole machine (every process, every CPU) has been busy: /proc/stat, not idle
     or iowait. Over the window it shows how much the others left us on a shared machine."""
@@ -181,13 +192,7 @@ def listen() -> None:
                     return  # the bench went away
                 print(accepted, flush=True)
                 continue
-            for _ in range(256):
-                try:
-                    conn, _addr = srv.accept()
-                except OSError:  # BlockingIOError: drained; ECONNABORTED: reset before accept
-                    break
-                conn.close()
-                accepted += 1
+            accepted += accept_and_close(srv, 256)
 
 
 def listener_count(proc: subprocess.Popen[str]) -> int:
@@ -369,12 +374,7 @@ def serve() -> None:
         for key, _ in sel.select():
             sock = key.fileobj
             assert isinstance(sock, socket.socket)
-            for _ in range(64):
-                try:
-                    conn, _addr = sock.accept()
-                except OSError:  # BlockingIOError: drained; ECONNABORTED: reset before accept
-                    break
-                conn.close()
+            accept_and_close(sock, 64)
 
 
 async def work(targets: int, duration: float, warm_up: float) -> dict[str, float]:

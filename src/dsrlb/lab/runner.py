@@ -52,7 +52,7 @@ class LabRun:
 
     def failures(self) -> list[str]:
         """What went wrong, for the exit status: checks, traffic, and the forwarding proof."""
-        found = [f"check failed: {c.what}: {c.detail}" for c in self.verification.checks if not c.ok]
+        found = [f"check failed: {c.what}: {c.detail}" for c in self.verification.failures()]
         report = self.traffic
         if report is not None:
             found += [f"{count} request(s) failed: {kind}" for kind, count in sorted(report.errors.items())]
