@@ -214,7 +214,7 @@ def test_production_clock_is_monotonic_time_and_timeout_zero_never_reuses(
     production_xdp: XdpDataplane, clock: str,
 ) -> None:
     """The production object reads jiffies turned into CLOCK_MONOTONIC ns (calibrated at load), or
-    bpf_ktime_get_coarse_ns() when not calibrated: either way monotonic time to the tick, so
+    bpf_ktime_get_coarse_ns() when not calibrated: either way monotonic time a few ticks behind, so
     last_seen_ns compares with time.monotonic_ns(); within one tick a timeout of 0 still selects
     anew on every packet, as it would with a nanosecond clock."""
     assert production_xdp.clock.hz in KNOWN_HZ  # this kernel's HZ was recognised
@@ -230,6 +230,8 @@ def test_production_clock_is_monotonic_time_and_timeout_zero_never_reuses(
     after = time.monotonic_ns()
     stats = production_xdp.stats()
     assert (stats["session_new"], stats["session_hit"]) == (1 + 3, 2)
-    tick_ns = SECOND // 100  # both clocks lag by at most one tick (HZ >= 100)
+    # The coarse clock lags by up to a tick, the jiffies one by up to two (xdp/clock.py), each plus
+    # how late the current tick's handler ran; neither is ever ahead.
+    lag_ns = 3 * (SECOND // 100)  # HZ >= 100
     for entry in production_xdp.sessions():
-        assert before - tick_ns <= entry.last_seen_ns <= after
+        assert before - lag_ns <= entry.last_seen_ns <= after

@@ -1,10 +1,19 @@
 """The XDP program's clock: jiffies turned into CLOCK_MONOTONIC nanoseconds (bpf/maps.h clock_base).
 
-The kernel advances jiffies by one for every TICK_NSEC of CLOCK_MONOTONIC, so after load we read both
-clocks side by side in the kernel (the `dsrlb_clock` program under BPF_PROG_TEST_RUN) and solve
-monotonic_ns = jiffies * TICK_NSEC + offset. TICK_NSEC follows from HZ, which we recognise among
-Linux's CONFIG_HZ choices from two readings a moment apart; when the readings fit none of them the
-program keeps reading bpf_ktime_get_coarse_ns() (ns_per_jiffy 0), which is always right, only slower.
+The kernel advances jiffies on a fixed grid of CLOCK_MONOTONIC: jiffies becomes j no earlier than
+boundary + j * TICK_NSEC (kernel/time/tick-sched.c tick_do_update_jiffies64 moves last_jiffies_update
+by whole ticks), but as late as the tick handler runs, which on a loaded VM is up to a tick or more.
+After load we read jiffies and then the precise monotonic clock in the kernel (the `dsrlb_clock`
+program under BPF_PROG_TEST_RUN). Every reading (j, t) has t >= boundary + j * TICK_NSEC, so
+min(t - j * TICK_NSEC) bounds the boundary from above, tightly when a reading sees a tick land. The
+program's offset is that bound less one tick: its clock is never ahead of CLOCK_MONOTONIC, whatever
+later ticks' lateness, and behind it by at most two ticks plus the current tick's lateness. Idle
+timeouts are whole seconds, so that changes nothing; Python only compares session ages with
+time.monotonic_ns(), and an age a few ms too old is harmless where one in the future is not.
+
+TICK_NSEC follows from HZ, recognised among Linux's CONFIG_HZ choices from two tick edges
+SPAN_SECONDS apart. When the edges fit none of them, or no tick was seen, the program keeps reading
+bpf_ktime_get_coarse_ns() (ns_per_jiffy 0), which is always right, only slower.
 """
 
 from __future__ import annotations
@@ -15,12 +24,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 KNOWN_HZ = (100, 250, 300, 1000)  # kernel/Kconfig.hz
-HZ_TOLERANCE = 0.05  # the measured tick may be this far off a known one (readings are a tick coarse)
-SPAN_SECONDS = 0.1  # between the two readings that give HZ: 25 ticks at HZ=250
-OFFSET_READINGS = 8
+HZ_TOLERANCE = 0.05  # the measured tick may be this far off a known one (edges land a little late)
+SPAN_SECONDS = 0.1  # between the two edges that give HZ: 25 ticks at HZ=250
+MAX_READS_PER_EDGE = 20_000  # a reading is a few us: 40-100 ms, several ticks at HZ=100
 U64 = 1 << 64
 
-Reading = tuple[int, int]  # (jiffies, coarse monotonic ns), read back to back in the kernel
+Reading = tuple[int, int]  # (jiffies, precise monotonic ns), jiffies read first, in the kernel
 
 
 @dataclass(frozen=True)
@@ -43,37 +52,39 @@ def tick_nsec(hz: int) -> int:
     return (10**9 + hz // 2) // hz  # include/linux/jiffies.h TICK_NSEC
 
 
-def clock_base_from(first: Reading, later: Sequence[Reading]) -> ClockBase:
-    """HZ from `first` and the last of `later` (SPAN_SECONDS apart), the offset from all readings.
-
-    Each reading gives coarse - jiffies * TICK_NSEC = the tick's boundary offset plus how late that
-    tick's update ran (the coarse clock is stamped when the handler runs, later under load). A reading
-    taken between a tick's jiffies update and its clock update is a whole tick lower: those are left
-    out (more than half a tick below the highest), and of the rest the smallest is the closest to the
-    boundary, so the clock is not ahead of CLOCK_MONOTONIC by a late tick's delay."""
-    if not later:
+def clock_base_from(start: Reading, end: Reading, readings: Sequence[Reading]) -> ClockBase:
+    """HZ from two tick edges (`start`, `end`: the first readings of a new jiffy, SPAN_SECONDS
+    apart), the offset from every reading (see the module doc)."""
+    (j1, t1), (j2, t2) = start, end
+    if j2 <= j1 or t2 <= t1:
         return COARSE
-    j1, c1 = first
-    j2, c2 = later[-1]
-    if j2 <= j1 or c2 <= c1:
-        return COARSE
-    measured = (c2 - c1) / (j2 - j1)
+    measured = (t2 - t1) / (j2 - j1)
     hz = min(KNOWN_HZ, key=lambda h: abs(tick_nsec(h) - measured))
     step = tick_nsec(hz)
     if abs(step - measured) > HZ_TOLERANCE * step:
         return COARSE
-    offsets = [c - j * step for j, c in (first, *later)]
-    top = max(offsets)
-    offset = min(o for o in offsets if o > top - step // 2)
-    return ClockBase(offset % U64, step, hz)
+    bound = min(t - j * step for j, t in (start, end, *readings))
+    return ClockBase((bound - step) % U64, step, hz)
+
+
+def next_edge(read: Callable[[], Reading], seen: list[Reading]) -> Reading | None:
+    """Read until jiffies moves; the first reading of the new jiffy, or None if none came."""
+    first = read()
+    seen.append(first)
+    for _ in range(MAX_READS_PER_EDGE):
+        reading = read()
+        seen.append(reading)
+        if reading[0] != first[0]:
+            return reading
+    return None
 
 
 def calibrate(read: Callable[[], Reading], sleep: Callable[[float], None] = time.sleep) -> ClockBase:
-    """Readings through `read` (the dsrlb_clock program), SPAN_SECONDS apart, then a few more."""
-    first = read()
+    """Two tick edges through `read` (the dsrlb_clock program), SPAN_SECONDS apart."""
+    seen: list[Reading] = []
+    start = next_edge(read, seen)
     sleep(SPAN_SECONDS)
-    later = [read()]
-    for _ in range(OFFSET_READINGS - 1):
-        sleep(0.001)
-        later.append(read())
-    return clock_base_from(first, later)
+    end = next_edge(read, seen)
+    if start is None or end is None:
+        return COARSE
+    return clock_base_from(start, end, seen)

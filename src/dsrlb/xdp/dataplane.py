@@ -183,8 +183,8 @@ class XdpDataplane:
 
         def read() -> tuple[int, int]:
             result = program.test_run(frame)
-            jiffies, coarse = struct.unpack_from("<QQ", result.data)
-            return jiffies, coarse
+            jiffies, monotonic = struct.unpack_from("<QQ", result.data)
+            return jiffies, monotonic
 
         try:
             base = calibrate(read)

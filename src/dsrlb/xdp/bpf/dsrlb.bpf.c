@@ -124,7 +124,8 @@ int dsrlb_xdp(struct xdp_md *ctx)
 }
 
 /* Clock calibration (maps.h clock_base), run by XdpDataplane through BPF_PROG_TEST_RUN, never attached:
- * the frame's first 16 bytes become jiffies and the coarse monotonic clock, read back to back. */
+ * the frame's first 16 bytes become jiffies and then the precise monotonic clock, in that order (a
+ * reading's time is then never before its jiffy's boundary, xdp/clock.py). */
 SEC("xdp")
 int dsrlb_clock(struct xdp_md *ctx)
 {
@@ -135,7 +136,7 @@ int dsrlb_clock(struct xdp_md *ctx)
 	if ((void *)(out + 2) > data_end)
 		return XDP_ABORTED;
 	out[0] = bpf_jiffies64();
-	out[1] = bpf_ktime_get_coarse_ns();
+	out[1] = bpf_ktime_get_ns();
 	return XDP_PASS;
 }
 

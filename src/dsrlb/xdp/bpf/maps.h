@@ -336,9 +336,11 @@ const volatile struct session_event session_event_layout = {};
  * Read as jiffies: bpf_jiffies64() is inlined by the verifier (a load, ~1.6 ns here), where
  * bpf_ktime_get_coarse_ns() is a helper call (~18 ns) and bpf_ktime_get_ns() reads the TSC (~40 ns).
  * The kernel advances jiffies by one per TICK_NSEC of CLOCK_MONOTONIC (tick_do_update_jiffies64), so
- * monotonic ns = jiffies * ns_per_jiffy + offset_ns, with no drift between the two. XdpDataplane
- * measures both (dsrlb.bpf.c dsrlb_clock) right after load and writes clock_base; until then,
- * or when the measurement did not match a known HZ, ns_per_jiffy is 0 and the coarse clock is read. */
+ * monotonic ns ~ jiffies * ns_per_jiffy + offset_ns, with no drift between the two. XdpDataplane
+ * measures both (dsrlb.bpf.c dsrlb_clock) right after load and writes clock_base, with an offset
+ * that keeps this clock behind CLOCK_MONOTONIC by up to two ticks, never ahead (xdp/clock.py);
+ * until then, or when the measurement did not match a known HZ, ns_per_jiffy is 0 and the coarse
+ * clock is read. */
 struct clock_base {
 	__u64 offset_ns;
 	__u64 ns_per_jiffy; /* TICK_NSEC; 0: read bpf_ktime_get_coarse_ns() */
