@@ -18,10 +18,15 @@ targets) and, for each engine in turn (start the daemon, measure, stop it, start
   time per frame are reported beside it. Sessions are keyed by source address, so after the first
   frames every frame takes the established DSR path.
 - The targets serve HTTP with a small C server (see HTTPD_C) instead of the lab's Python one.
+- The floor (`--engines` `floor`): no daemon; the balancer holds the VIP and runs bench/dsr_floor.bpf.c
+  in native mode, which sends every frame to the VIP to one fixed target by MAC (XDP_TX) and does
+  nothing else. `floor_vs_direct` is what the lab's topology allows any DSR balancer (the extra hop
+  through the balancer's link), and `xdp_vs_floor` how much of it dsrlb's XDP engine keeps. HTTP only.
 
 Run as root:  .venv/bin/python bench/e2e.py [--rounds 5] [--duration 4] [--flood-rates 25000,50000,0]
-Needs wrk (apt-get install wrk), gcc and nft. The last output line is JSON with `xdp_vs_direct`,
-`afpacket_vs_direct` (requests/s ratios), `xdp_kpps`, `afpacket_kpps` and the raw figures.
+Needs wrk (apt-get install wrk), gcc, clang and nft. The last output line is JSON with `xdp_vs_direct`,
+`afpacket_vs_direct` (requests/s ratios), `xdp_kpps`, `afpacket_kpps`, `floor_vs_direct`,
+`xdp_vs_floor` and the raw figures.
 Everything (namespaces, processes, the daemon) is removed on exit, also on error or Ctrl-C.
 """
 
@@ -45,10 +50,12 @@ from typing import Any
 from dsrlb.control.client import ControlClient
 from dsrlb.lab import BUILDERS, Lab, LabError, http_get_in
 from dsrlb.lab.core import LabProcess
-from dsrlb.lab.runner import run_balancer
+from dsrlb.lab.runner import prepare_native_xdp, run_balancer
 from dsrlb.lab.topology import LabTopology
+from dsrlb.xdp.build import compile_command
 
-ENGINES = ("xdp", "afpacket")
+ENGINES = ("xdp", "afpacket", "floor")  # floor: bench/dsr_floor.bpf.c instead of the daemon
+FLOOR_SOURCE = Path(__file__).with_name("dsr_floor.bpf.c")
 FLOOD_SPORTS = (1000, 1999)  # below every kernel's ephemeral range: only the generator uses them
 MAX_FLOOD_FRAMES = 50_000_000
 MAX_FLOOD_SECONDS = 60.0
@@ -476,6 +483,37 @@ def measure_engine(lab: Lab, topology: LabTopology, engine: str, binary: Path,
     return figures
 
 
+def measure_floor(lab: Lab, topology: LabTopology, args: argparse.Namespace) -> EngineFigures:
+    """HTTP rounds with bench/dsr_floor.bpf.c on the balancer in place of the daemon (see the top)."""
+    balancer, target = topology.balancers[0], topology.targets[0]
+    if topology.vip.version != 4:
+        raise BenchError("the floor program handles an IPv4 VIP only")
+    ifname = balancer.interfaces[0]
+    defines = [f"-DFLOOR_VIP_BE32=0x{int.from_bytes(topology.vip.packed, sys.byteorder):08x}U",
+               "-DFLOOR_TARGET_MAC=" + ",".join(f"0x{octet}" for octet in target.mac.split(":"))]
+    obj = lab.workdir / "dsr_floor.bpf.o"
+    command = compile_command(FLOOR_SOURCE, obj)
+    at = command.index("-c")
+    done = subprocess.run([*command[:at], *defines, *command[at:]], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BenchError(f"clang failed on {FLOOR_SOURCE.name}: {done.stderr.strip()}")
+    print(f"floor: {FLOOR_SOURCE.name} on {balancer.name}:{ifname}, every VIP frame to {target.name}",
+          flush=True)
+    prepare_native_xdp(lab, balancer)
+    vip = f"{topology.vip}/32"
+    in_netns(balancer.netns, ["ip", "addr", "add", vip, "dev", ifname])
+    try:
+        in_netns(balancer.netns, ["ip", "link", "set", "dev", ifname, "xdpdrv", "obj", str(obj),
+                                  "sec", "xdp"])
+        try:
+            rounds = http_rounds(topology, args.rounds, args.duration, args.connections, args.threads)
+        finally:
+            in_netns(balancer.netns, ["ip", "link", "set", "dev", ifname, "xdpdrv", "off"])
+    finally:
+        in_netns(balancer.netns, ["ip", "addr", "del", vip, "dev", ifname])
+    return EngineFigures("floor", rounds)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     require_tools()
     with Lab("e2e") as lab:
@@ -484,13 +522,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.server == "c":
             serve_with_c_httpd(lab, topology, compile_c(lab.workdir, "httpd", HTTPD_C))
         install_target_counters(topology)
-        figures = {engine: measure_engine(lab, topology, engine, binary, args) for engine in args.engines}
+        figures = {engine: measure_floor(lab, topology, args) if engine == "floor"
+                   else measure_engine(lab, topology, engine, binary, args) for engine in args.engines}
     result: dict[str, Any] = {}
     for engine, fig in figures.items():
         result[f"{engine}_vs_direct"] = round(fig.vs_direct, 4)
+        if engine == "floor":
+            continue
         best = fig.best_flood
         result[f"{engine}_kpps"] = round(best.delivered_kpps, 2) if best else 0.0
         result[f"{engine}_daemon_cpu_us_per_frame"] = round(best.daemon_cpu_us_per_frame, 2) if best else 0.0
+    if "xdp" in figures and "floor" in figures and figures["floor"].vs_direct:
+        result["xdp_vs_floor"] = round(figures["xdp"].vs_direct / figures["floor"].vs_direct, 4)
     result["detail"] = {name: {**asdict(fig), "vs_direct": fig.vs_direct} for name, fig in figures.items()}
     result["settings"] = {k: v for k, v in vars(args).items() if k != "engines"} | {"engines": args.engines}
     return result
@@ -519,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     bad_rates = not args.flood_rates or len(args.flood_rates) > 10 or min(args.flood_rates) < 0
     if unknown or bad_rates or not 1 <= args.rounds <= 20 or not 1 <= args.duration <= 60 \
             or not 2.5 <= args.flood_seconds <= MAX_FLOOD_SECONDS:
-        parser.error("engines: xdp, afpacket; 1-10 flood rates >= 0; rounds 1-20; duration 1-60 s; "
+        parser.error("engines: xdp, afpacket, floor; 1-10 flood rates >= 0; rounds 1-20; duration 1-60 s; "
                      f"flood-seconds 2.5-{MAX_FLOOD_SECONDS:.0f}")
     try:
         result = run(args)

@@ -22,6 +22,9 @@ to be stable under repetition:
 - not_balanced: TCP to an address that is no VIP (its source is no NAT target, so the nat_sources
   filter skips the return table; two service_table probes end at empty entries; PASS).
 
+Beside the paths, `one_lookup`: the floor plus one hit in an LRU hash map with the session table's key
+and value sizes (floor.bpf.c xdp_floor_lookup), the least a balancer that keeps sessions pays.
+
 Growth: the established path with 1 and with 1000 targets (and a 1000-entry table), and with 1 and
 1M sessions in the session table, each pair loaded side by side and interleaved.
 
@@ -65,6 +68,7 @@ CLIENT = ip_address("198.51.100.7")
 LB_MAC, TARGET_MAC = bytes.fromhex("0200000000b1"), bytes.fromhex("020000000101")
 EGRESS = 2  # test runs without a context come in on lo (ifindex 1): a forward to 2 is a REDIRECT
 INGRESS = 1  # ... and a forward to lo itself is an XDP_TX
+XDP_TX = 3  # linux/bpf.h enum xdp_action
 PAYLOAD = b"x" * 512  # a mid-sized frame (~580 bytes)
 
 
@@ -174,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     floor_obj = BpfObject(build.ensure_object(build.FLOOR_PROGRAM))
     floor_obj.load()
     floor = floor_obj.program("xdp_floor")
+    floor_lookup = floor_obj.program("xdp_floor_lookup")
+    floor_key = CLIENT.packed + bytes(16 + 4 + 2 - 4) + bytes([4, 0])  # floor.bpf.c struct floor_key
+    floor_obj.map("floor_sessions").update(floor_key, bytes(16))
+    if floor_lookup.test_run(FRAMES["established"], 0, 1).retval != XDP_TX:
+        raise SystemExit("set-up error: xdp_floor_lookup missed its key")
     small = load()
     many_targets = load(targets=1000)
     many_sessions = load(sessions=args.sessions + 65536)
@@ -181,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     held = sum(1 for _ in many_sessions.maps["sessions"].keys())  # noqa: SIM118 - a BPF map walk
     print(f"sessions in the large table: {held}")
     try:
-        measures = {"floor": timer(floor, FRAMES["established"])}
+        measures = {"floor": timer(floor, FRAMES["established"]),
+                    "one_lookup": timer(floor_lookup, FRAMES["established"])}
         for name, frame in FRAMES.items():
             drain = small.drain_session_events if name == "new_session" else None
             measures[name] = timer(small.program, frame, drain)
