@@ -266,6 +266,7 @@ class HealthScheduler:
         self._guard_fired: set[asyncio.Task[None]] = set()
         self._guard_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
         self.stats: dict[str, int] = {"probes_started": 0, "probes_ok": 0, "probes_failed": 0,
                                       "events": 0, "alerts": 0, "late_results_ignored": 0,
                                       "probes_lost": 0}
@@ -273,6 +274,11 @@ class HealthScheduler:
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start checking (again: no-op). A scheduler runs once: stop() closes its probe kit and
+        abandons its probes in flight, so a stopped one refuses to start; the daemon makes a new one
+        per run and changes a running one with reconfigure()."""
+        if self._stopped:
+            raise RuntimeError("a stopped HealthScheduler does not restart: make a new one")
         if self._loop is not None:
             return
         self._loop = asyncio.get_running_loop()
@@ -280,6 +286,7 @@ class HealthScheduler:
         self._run_due()
 
     async def stop(self) -> None:
+        self._stopped = True
         for timer in (self._timer, self._guard_timer):
             if timer is not None:
                 timer.cancel()

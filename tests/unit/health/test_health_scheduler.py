@@ -525,3 +525,20 @@ def test_a_probe_its_prober_lost_is_completed_and_counted(
     assert min(t for t in starts if t > lost_at) <= lost_at + 1.0 + 1.0 + 1.0  # timeout, grace, sweep period
     assert counters["probes_lost"] == 1 and counters["probes_failed"] == 1 and counters["in_flight"] == 0
     assert "health probe lost: tcpopen" in caplog.text
+
+
+def test_a_stopped_scheduler_refuses_to_start_again(run_virtual: RunVirtual) -> None:
+    """stop() closes the probe kit and abandons probes in flight, whose targets would never be probed
+    again after a restart: a stopped scheduler says so instead of silently checking nothing."""
+    net = FakeNet()
+    cfg = Config(targets=(target(1, TCP),))
+
+    async def main() -> None:
+        sched = HealthScheduler(cfg, probe=net.probe)
+        await run_for(sched, 3)
+        await sched.start()  # already running: nothing happens
+        await sched.stop()
+        with pytest.raises(RuntimeError, match="does not restart"):
+            await sched.start()
+
+    run_virtual(main())
