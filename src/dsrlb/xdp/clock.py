@@ -12,8 +12,10 @@ timeouts are whole seconds, so that changes nothing; Python only compares sessio
 time.monotonic_ns(), and an age a few ms too old is harmless where one in the future is not.
 
 TICK_NSEC follows from HZ, recognised among Linux's CONFIG_HZ choices from two tick edges
-SPAN_SECONDS apart. When the edges fit none of them, or no tick was seen, the program keeps reading
-bpf_ktime_get_coarse_ns() (ns_per_jiffy 0), which is always right, only slower.
+SPAN_SECONDS apart, each seen between two readings close together (so that the edge's time is known
+to within those readings' gap and the tick's lateness, not to a whole tick). When the edges fit
+none of them, or no tick was seen, the program keeps reading bpf_ktime_get_coarse_ns()
+(ns_per_jiffy 0), which is always right, only slower.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ KNOWN_HZ = (100, 250, 300, 1000)  # kernel/Kconfig.hz
 HZ_TOLERANCE = 0.05  # the measured tick may be this far off a known one (edges land a little late)
 SPAN_SECONDS = 0.1  # between the two edges that give HZ: 25 ticks at HZ=250
 MAX_READS_PER_EDGE = 20_000  # a reading is a few us: 40-100 ms, several ticks at HZ=100
+CLEAN_EDGE_NS = 200_000  # readings this close around a tick edge date it well enough for HZ
 U64 = 1 << 64
 
 Reading = tuple[int, int]  # (jiffies, precise monotonic ns), jiffies read first, in the kernel
@@ -68,14 +71,17 @@ def clock_base_from(start: Reading, end: Reading, readings: Sequence[Reading]) -
 
 
 def next_edge(read: Callable[[], Reading], seen: list[Reading]) -> Reading | None:
-    """Read until jiffies moves; the first reading of the new jiffy, or None if none came."""
-    first = read()
-    seen.append(first)
+    """Read until a tick lands between two readings at most CLEAN_EDGE_NS apart; the first reading
+    of the new jiffy, or None if none came. A gap wider than that (this process preempted between
+    two readings) would put the edge's time up to a tick late, so that edge is not taken."""
+    previous = read()
+    seen.append(previous)
     for _ in range(MAX_READS_PER_EDGE):
         reading = read()
         seen.append(reading)
-        if reading[0] != first[0]:
+        if reading[0] != previous[0] and reading[1] - previous[1] <= CLEAN_EDGE_NS:
             return reading
+        previous = reading
     return None
 
 

@@ -22,6 +22,8 @@ class FakeKernel:
         self.boundary = boundary_ns
         self.lateness = lateness or {}
         self.default_lateness = 0
+        self.stalls: dict[int, int] = {}  # read number -> ns this process was preempted before it
+        self.reads = 0
 
     def jiffy_at(self, now: int) -> int:
         n = (now - self.boundary) // self.step
@@ -30,6 +32,8 @@ class FakeKernel:
         return n
 
     def read(self) -> tuple[int, int]:
+        self.now += self.stalls.get(self.reads, 0)
+        self.reads += 1
         jiffies = JIFFIES_AT_BOOT + self.jiffy_at(self.now)  # jiffies first, then the clock
         self.now += READ_NS
         return jiffies, self.now
@@ -68,6 +72,27 @@ def test_late_ticks_at_calibration_never_put_the_clock_ahead(lateness: list[int]
         fake.sleep(0.0007)
         error = fake.program_clock_error(base.offset_ns, base.ns_per_jiffy)
         assert -3 * step - later - READ_NS <= error <= 0
+
+
+@given(st.sampled_from(KNOWN_HZ), st.integers(0, 10**7), st.integers(0, 3),
+       st.integers(10**6, 30 * 10**6), st.integers(10**6, 30 * 10**6))
+def test_preemption_at_an_edge_does_not_skew_hz(hz: int, phase: int, first: int, stall_ns: int,
+                                                later_stall_ns: int) -> None:
+    """The process is preempted for up to 30 ms between two of its first readings at each edge (a
+    loaded machine): an edge seen across such a gap is not taken, a later clean one is, and HZ is
+    still recognised with the clock never ahead."""
+    fake = FakeKernel(hz, 10**10 + phase)
+    fake.stalls = {first + 1: stall_ns}
+
+    def sleep(seconds: float) -> None:
+        fake.sleep(seconds)
+        fake.stalls[fake.reads + first + 1] = later_stall_ns
+
+    base = calibrate(fake.read, sleep)
+    assert base.hz == hz
+    for _ in range(20):
+        fake.sleep(0.0017)
+        assert -2 * fake.step - READ_NS <= fake.program_clock_error(base.offset_ns, base.ns_per_jiffy) <= 0
 
 
 def test_readings_that_fit_no_known_hz_keep_the_coarse_clock() -> None:
