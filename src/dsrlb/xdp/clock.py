@@ -7,7 +7,8 @@ After load we read jiffies and then the precise monotonic clock in the kernel (t
 program under BPF_PROG_TEST_RUN). Every reading (j, t) has t >= boundary + j * TICK_NSEC, so
 min(t - j * TICK_NSEC) bounds the boundary from above, tightly when a reading sees a tick land. The
 program's offset is that bound less one tick: its clock is never ahead of CLOCK_MONOTONIC, whatever
-later ticks' lateness, and behind it by at most two ticks plus the current tick's lateness. Idle
+later ticks' lateness (as long as one tick seen at calibration landed less than a tick late), and
+behind it by at most two ticks plus the current tick's lateness. Idle
 timeouts are whole seconds, so that changes nothing; Python only compares session ages with
 time.monotonic_ns(), and an age a few ms too old is harmless where one in the future is not.
 
