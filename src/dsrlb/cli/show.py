@@ -62,7 +62,7 @@ def show_config(args: argparse.Namespace) -> int:
 
 SHOW_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "config": show_config,
-    **dict.fromkeys(("servers", "targets", "sessions", "networks", "gateway", "stats"), show_running),
+    **dict.fromkeys(("servers", "targets", "sessions", "networks", "gateway", "vrrp", "stats"), show_running),
 }
 
 
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if handler is not None:
         return handler(args)
     if what in SHOW_TOPICS:
-        print(f"dsrlb show {what}: this version has no VRRP or session sync yet", file=sys.stderr)
+        print(f"dsrlb show {what}: this version has no session sync yet", file=sys.stderr)
     else:
         print(
             f"dsrlb show: unknown WHAT '{args.what}'; choose from {', '.join(SHOW_TOPICS)}", file=sys.stderr

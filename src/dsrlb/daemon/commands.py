@@ -27,6 +27,7 @@ from dsrlb.engine.compile import AdminState
 from dsrlb.engine.dataplane import TargetState
 from dsrlb.health.state import HealthState
 from dsrlb.model import Target
+from dsrlb.vrrp.machine import State
 
 if TYPE_CHECKING:
     from dsrlb.daemon.core import Daemon
@@ -182,6 +183,26 @@ def _gateway_text(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _vrrp_text(data: dict[str, Any]) -> str:
+    vrrp = data["vrrp"]
+    if vrrp is None:
+        return "no vrrp configured: this balancer holds its shared addresses alone"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(vrrp["since"]))
+    priority = str(vrrp["priority"]) + (f" (configured {vrrp['configured_priority']})"
+                                        if vrrp["priority"] != vrrp["configured_priority"] else "")
+    counters = vrrp["counters"]
+    drops = {k.removeprefix("drop_"): v for k, v in counters.items() if k.startswith("drop_") and v}
+    return "\n".join([
+        f"vrrp {vrrp['vrid']} on {vrrp['interface']} (VRRPv{vrrp['version']} from {vrrp['address']}): "
+        f"{vrrp['state']} since {since} ({vrrp['reason']})",
+        f"  priority {priority}, preempt {'on' if vrrp['preempt'] else 'off'}, "
+        f"advertisements every {vrrp['advert_interval']:g} s, master {vrrp['master'] or 'unknown'}",
+        f"  shared addresses: {', '.join(vrrp['addresses'])}",
+        f"  sent {counters['tx']}, received {counters['rx']}, dropped "
+        + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"),
+    ])
+
+
 def stats_view(daemon: Daemon, counts: SessionCounts | None = None) -> StatsView:
     counters = dict(daemon.engine.stats())
     counters.update({f"health_{k}": v for k, v in daemon.health.counters().items()})
@@ -246,6 +267,12 @@ def build_registry(daemon: Daemon) -> Registry:
         return CommandResult(data, _gateway_text(data))
 
     command("show gateway", "the gateway check: state, since, why, latency")(show_gateway)
+
+    def show_vrrp(args: ParsedArgs) -> CommandResult:
+        data = {"vrrp": daemon.vrrp.view() if daemon.vrrp is not None else None}
+        return CommandResult(data, _vrrp_text(data))
+
+    command("show vrrp", "the VRRP role: state, priority, master, counters")(show_vrrp)
     command("show stats", "engine counters and drops by reason")(
         lambda a: CommandResult({"stats": stats_view(daemon)}))
     command("show config", "the running configuration")(
@@ -297,4 +324,5 @@ def metrics_snapshot(daemon: Daemon) -> MetricsSnapshot:
     stats = stats_view(daemon, counts)
     return MetricsSnapshot(hostname=hostname(daemon.config), engine=daemon.engine.name, services=services,
                            targets=targets, engine_counters=stats["counters"], drops=stats["drops"],
-                           uptime_s=stats["uptime_s"])
+                           uptime_s=stats["uptime_s"],
+                           vrrp_master=None if daemon.vrrp is None else daemon.vrrp.state is State.MASTER)

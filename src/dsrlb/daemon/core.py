@@ -35,12 +35,16 @@ from dsrlb.control.server import ControlServer
 from dsrlb.daemon.commands import build_registry, metrics_snapshot
 from dsrlb.daemon.engines import Engine, make_engine
 from dsrlb.daemon.plumbing import AddressPlan, Plumbing, plan_addresses
+from dsrlb.daemon.vrrp_role import VrrpConfigError, VrrpPlan, VrrpRole, plan_vrrp
 from dsrlb.engine.compile import AdminState, DesiredState, Environment, compile_state, diff
 from dsrlb.engine.dataplane import IPNetwork, NextHop
 from dsrlb.health.scheduler import HealthConfigError, HealthScheduler, agent_secret
 from dsrlb.health.state import HealthEvent, HealthState, TargetStateChanged
 from dsrlb.model import Config, Method
 from dsrlb.paths import InstancePaths, instance_paths
+from dsrlb.vrrp.driver import VrrpDriver
+from dsrlb.vrrp.machine import Event as VrrpEvent
+from dsrlb.vrrp.machine import VrrpRouter
 
 log = logging.getLogger("dsrlb.daemon")
 T = TypeVar("T")
@@ -119,6 +123,11 @@ class Daemon:
         self.http = None if http is None else HttpApi(registry, host=http[0], port=http[1],
                                                       metrics=lambda: metrics_snapshot(self))
         self.desired: DesiredState | None = None
+        # VRRP (daemon/vrrp_role.py): without a vrrp block the balancer holds the shared addresses
+        # (virt, virt6, VIPs) for good; with one, only while it is master.
+        self.vrrp: VrrpRole | None = None
+        self.holds_virtual = True
+        self._address_lock = asyncio.Lock()  # a role change and a reload move addresses one at a time
         self._stop = asyncio.Event()
         # The same, for the netlink thread: a refresh pass looks at it between chunks of targets.
         self._halt = threading.Event()
@@ -161,7 +170,9 @@ class Daemon:
         self._stop.set()
 
     async def _start(self) -> None:
-        plan = plan_addresses(self.config)
+        vrrp_plan = await self._vrrp_plan(self.config)
+        self.holds_virtual = vrrp_plan is None
+        plan = plan_addresses(self.config, self.holds_virtual)
         await self._on_netlink(self.plumbing.apply, plan)
         await self._refresh_next_hops()
         self.engine.start(plan.interfaces)
@@ -169,6 +180,9 @@ class Daemon:
         self.health.subscribe(self._on_health)
         await self.health.start()
         self._republish()
+        if vrrp_plan is not None:
+            self.vrrp = VrrpRole(vrrp_plan, self._on_vrrp_role, self.control.publish, _vrrp_driver)
+            await self.vrrp.start()
         await self.control.start()
         if self.http is not None:
             try:
@@ -184,6 +198,12 @@ class Daemon:
         if self._republish_handle is not None:
             self._republish_handle.cancel()
             self._republish_handle = None
+        if self.vrrp is not None:  # resign first: the backup takes over after Skew_Time, not 3 intervals
+            try:
+                await self.vrrp.stop()
+                await self.vrrp.settled()
+            except Exception:
+                log.exception("stopping VRRP")
         steps = [self.control.stop, self.health.stop] + ([self.http.stop] if self.http else [])
         for step in steps:
             try:
@@ -214,10 +234,39 @@ class Daemon:
             self._held_events.append({"type": "target", "id": event.target_id, "old": str(event.old),
                                       "new": str(event.new), "reason": event.reason, "time": time.time()})
             self._schedule_republish()
-        else:  # the gateway check: shown, announced, and what VRRP tracking will read
+        else:  # the gateway check: shown, announced, and read by VRRP tracking on the next tick
             log.info("gateway %s -> %s: %s", event.old, event.new, event.reason)
             self.control.publish({"type": "gateway", "old": str(event.old), "new": str(event.new),
                                   "reason": event.reason, "time": time.time()})
+
+    async def _vrrp_plan(self, config: Config) -> VrrpPlan | None:
+        if config.vrrp is None:
+            return None
+        return await self._on_netlink(plan_vrrp, config, self.plumbing.link_local)
+
+    async def _on_vrrp_role(self, master: bool) -> None:
+        """Mastership changed: the master holds the shared addresses and announces them (gratuitous
+        ARP, unsolicited NA: RFC 5798 §6.4.1), a backup removes them (DESIGN §1)."""
+        async with self._address_lock:
+            if self._closing:
+                return
+            self.holds_virtual = master
+            await self._on_netlink(self.plumbing.apply, plan_addresses(self.config, master))
+            if master:
+                shared = {a.ip for _, a in plan_addresses(self.config, True).addresses} - {
+                    a.ip for _, a in plan_addresses(self.config, False).addresses}
+                await self._on_netlink(self.plumbing.announce, shared)
+
+    async def _track(self) -> None:
+        """VRRP tracking: tracked links down and the gateway check lower the priority."""
+        if self.vrrp is None:
+            return
+        plan = self.vrrp.plan
+        if not plan.tracked_links and not plan.gateway_trackval:
+            return
+        down = await self._on_netlink(self.plumbing.links_down, [name for name, _ in plan.tracked_links])
+        gateway = self.health.gateway()
+        self.vrrp.track(down, gateway is not None and gateway.state is HealthState.DOWN)
 
     async def tick(self) -> None:
         # Session events wait for the session sync (not in this version); draining them every tick
@@ -226,6 +275,7 @@ class Daemon:
         now = time.monotonic()
         if now - self._last_next_hops >= NEXT_HOP_REFRESH_SECONDS:
             await self._refresh_next_hops()
+        await self._track()
         self._republish()
 
     async def _refresh_next_hops(self) -> None:
@@ -271,23 +321,25 @@ class Daemon:
             agent_secret(new)
         except HealthConfigError as exc:
             raise ReloadRefused(f"{source}: {exc}") from exc
-        plan = plan_addresses(new)
-        self._check_interfaces(plan, source)
+        self._check_interfaces(plan_addresses(new), source)
+        await self._check_vrrp(new, source)
         problem = self.engine.capacity_problem(new)
         if problem is not None:
             raise ReloadRefused(f"{source}: {problem}")
-        old_plan = plan_addresses(self.config)
-        try:
-            await self._on_netlink(self.plumbing.apply, plan)
-        except Exception as exc:
-            log.exception("reload: applying the addresses of %s", source)
-            raise ReloadRefused(f"{source}: the network side could not be applied: {exc}") from exc
-        try:
-            self.health.reconfigure(new)
-        except Exception as exc:
-            await self._restore_network(old_plan)
-            raise ReloadRefused(f"{source}: the health checks could not be applied: {exc}") from exc
-        self.config, self.config_path = new, source
+        async with self._address_lock:  # not while a VRRP role change moves addresses
+            plan = plan_addresses(new, self.holds_virtual)
+            old_plan = plan_addresses(self.config, self.holds_virtual)
+            try:
+                await self._on_netlink(self.plumbing.apply, plan)
+            except Exception as exc:
+                log.exception("reload: applying the addresses of %s", source)
+                raise ReloadRefused(f"{source}: the network side could not be applied: {exc}") from exc
+            try:
+                self.health.reconfigure(new)
+            except Exception as exc:
+                await self._restore_network(old_plan)
+                raise ReloadRefused(f"{source}: the health checks could not be applied: {exc}") from exc
+            self.config, self.config_path = new, source
         kept = {tid: s for tid, s in self.live.admin.items() if new.target(tid) is not None}
         self.live.admin = kept
         await self._refresh_next_hops()
@@ -307,6 +359,19 @@ class Daemon:
                 f"{source}: the balancer's interfaces change ({listed(served)} -> "
                 f"{listed(frozenset(plan.interfaces))}); the engine serves the interfaces it started "
                 "on: restart the daemon to apply this config")
+
+    async def _check_vrrp(self, new: Config, source: Path) -> None:
+        """The virtual router runs as it started: a reload may change what it shares (servers, VIPs:
+        they move with mastership from now on), not the router itself."""
+        try:
+            plan = await self._vrrp_plan(new)
+        except VrrpConfigError as exc:
+            raise ReloadRefused(f"{source}: {exc}") from exc
+        running = self.vrrp.plan if self.vrrp is not None else None
+        if (plan is None) != (running is None) or (
+                plan is not None and running is not None and plan.identity() != running.identity()):
+            raise ReloadRefused(f"{source}: the vrrp settings change; the virtual router runs as it "
+                                "started: restart the daemon to apply this config")
 
     async def _restore_network(self, plan: AddressPlan) -> None:
         try:
@@ -396,6 +461,10 @@ class Daemon:
             self._republish_cost = self._republished_at - started
             for event in events:
                 self.control.publish(event)
+
+def _vrrp_driver(router: VrrpRouter, ifname: str, on_event: Callable[[VrrpEvent], None]) -> VrrpDriver:
+    return VrrpDriver(router, ifname, on_event)
+
 
 def hostname(config: Config) -> str:
     return config.hostname or socket.gethostname()

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from typing import NamedTuple, TypeVar
 
 from dsrlb.daemon.nexthops import (
@@ -39,6 +39,7 @@ from dsrlb.netlink.errors import NetlinkFacadeError
 from dsrlb.netlink.keepers import AddressKeeper
 from dsrlb.netlink.sysctl import Sysctl, SysctlError, SysctlKeeper, write_sysctl
 from dsrlb.netlink.types import Neighbour, Resolution
+from dsrlb.vrrp.announce import AnnounceError, send_gratuitous_arp, send_unsolicited_na
 
 log = logging.getLogger("dsrlb.daemon")
 T = TypeVar("T")
@@ -87,16 +88,19 @@ def _interface_names(config: Config, network: Network) -> list[str]:
     return names
 
 
-def plan_addresses(config: Config) -> AddressPlan:
+def plan_addresses(config: Config, virtual: bool = True) -> AddressPlan:
     """real/virt (v4 and v6) of every enabled network, and each enabled server's VIP as /32 or /128
-    in the network that contains it (else on the first served interface)."""
+    in the network that contains it (else on the first served interface).
+
+    `virtual` False leaves out the shared addresses, virt, virt6 and the VIPs: a VRRP backup holds
+    only its own `real` addresses (DESIGN §1; daemon/vrrp_role.py)."""
     placements: list[NetworkPlacement] = []
     served: list[str] = []
     gateways = tuple(a for a in (config.gateway.ipaddr, config.gateway.ipaddr6) if a is not None) \
         if config.gateway is not None else ()
     targets = [t.address for t in config.targets if t.registered and t.address is not None]
     vips = [s.address for s in config.servers
-            if s.address is not None and s.registered and s.enabled]
+            if s.address is not None and s.registered and s.enabled] if virtual else []
     placed: set[IPAddress] = set()
     for network in config.networks:
         if not (network.registered and network.enabled):
@@ -108,8 +112,9 @@ def plan_addresses(config: Config) -> AddressPlan:
         v4, v6 = network.ipv4_network, network.ipv6_network
         prefixes = tuple(net for net in (v4, v6) if net is not None)
         addresses: list[IPInterface] = []
-        for addr, net in ((network.real, v4), (network.virt, v4), (network.real6, v6), (network.virt6, v6)):
-            if addr is not None and net is not None:
+        for addr, net, own in ((network.real, v4, True), (network.virt, v4, False),
+                               (network.real6, v6, True), (network.virt6, v6, False)):
+            if addr is not None and net is not None and (own or virtual):
                 addresses.append(_interface(addr, net.prefixlen))
         for vip in vips:
             if vip not in placed and any(vip in net for net in prefixes):
@@ -284,6 +289,50 @@ class Plumbing:
         except NetlinkFacadeError as exc:
             log.warning("removing the default route via %s: %s", added.gateway, exc)
         del self._gateway_routes[family]
+
+    # --- VRRP: link-local source, tracked links, announcements ------------------------------------
+
+    def link_local(self, ifname: str) -> IPv6Address | None:
+        """The interface's IPv6 link-local address (the source of VRRPv3 over IPv6), if it has one."""
+        try:
+            return next((a.address for a in self.netlink.addresses(ifname)
+                         if isinstance(a.address, IPv6Address) and a.address.is_link_local), None)
+        except NetlinkFacadeError as exc:
+            log.warning("addresses of %s: %s", ifname, exc)
+            return None
+
+    def links_down(self, names: Sequence[str]) -> list[str]:
+        """Those of `names` that are missing or not up (VRRP tracking)."""
+        down = []
+        for name in names:
+            try:
+                if not self.netlink.link(name).up:
+                    down.append(name)
+            except NetlinkFacadeError:
+                down.append(name)
+        return down
+
+    def announce(self, addresses: set[IPAddress]) -> int:
+        """A gratuitous ARP request or unsolicited neighbour advertisement for each of `addresses`
+        on every interface that carries it now (RFC 5798 §6.4.1): what a new VRRP master sends so
+        that neighbours and switches learn where the shared addresses went. Frames sent."""
+        by_interface: dict[str, list[IPAddress]] = {}
+        for ifname, interface in self._current:
+            if interface.ip in addresses:
+                by_interface.setdefault(ifname, []).append(interface.ip)
+        sent = 0
+        for ifname, wanted in by_interface.items():
+            try:
+                mac = mac_bytes(self.netlink.link(ifname).mac)
+                if mac is None:
+                    continue
+                v4 = [a for a in wanted if isinstance(a, IPv4Address)]
+                v6 = [a for a in wanted if isinstance(a, IPv6Address)]
+                sent += send_gratuitous_arp(ifname, mac, v4) if v4 else 0
+                sent += send_unsolicited_na(ifname, mac, v6) if v6 else 0
+            except (NetlinkFacadeError, AnnounceError) as exc:
+                log.warning("announcing %s on %s: %s", ", ".join(map(str, wanted)), ifname, exc)
+        return sent
 
     def release(self) -> None:
         try:

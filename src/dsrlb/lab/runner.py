@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -84,13 +85,27 @@ def run_balancer(lab: Lab, balancer: LabBalancer, engine: str, ready_timeout: fl
         try:
             rows = client.call("show", ["targets"]).data["targets"]
             states = [f"{row['id']}:{row['state']}" for row in rows]
-            if rows and all(row["state"] == "up" for row in rows):
+            if rows and all(row["state"] == "up" for row in rows) and _vrrp_settled(client):
                 return proc
         except (ControlClientError, CommandRejected):
             pass
         time.sleep(0.2)
     raise LabError(f"dsrlb on {balancer.name} not ready within {ready_timeout:.0f} s "
                    f"(targets {', '.join(states) or 'unknown'}): {_tail(proc.log)}")
+
+
+def _vrrp_settled(client: ControlClient) -> bool:
+    """No VRRP, or master, or backup of a known master: the shared addresses are where they go.
+    (Alone, a node becomes master after Master_Down_Interval: 3.2 s at priority 200.)"""
+    vrrp = client.call("show", ["vrrp"]).data["vrrp"]
+    return vrrp is None or vrrp["state"] == "master" or (vrrp["state"] == "backup" and bool(vrrp["master"]))
+
+
+def vrrp_view(balancer: LabBalancer) -> dict[str, Any] | None:
+    """`show vrrp` of the balancer's running daemon (None: no vrrp in its config)."""
+    with ControlClient.for_instance(balancer.netns, timeout=5.0) as client:
+        view = client.call("show", ["vrrp"]).data["vrrp"]
+    return None if view is None else dict(view)
 
 
 def prepare_native_xdp(lab: Lab, balancer: LabBalancer) -> None:
@@ -217,14 +232,25 @@ def run_lab(lab: Lab, name: str, engine: str = "xdp", requests: int = 200, durat
     if name not in BALANCED_LABS:
         return LabRun(topology, verification, False,
                       f"topology built and verified; the balancer step of lab {name} does not work yet")
-    # Only the first (primary/master) node runs: without VRRP, a second node holding the same VIP
-    # and virt addresses would fight the first over ARP.
-    run_balancer(lab, topology.balancers[0], engine)
+    # The first node starts (and, alone, becomes master); the others of an HA pair join it as VRRP
+    # backups. A node whose config is the first's (lvs.cf converts to the primary's view: its real
+    # address and priority) is not started: it would claim the primary's own address.
+    first = topology.balancers[0]
+    run_balancer(lab, first, engine)
+    skipped = [b for b in topology.balancers[1:] if b.config_name == first.config_name]
+    joining = [b for b in topology.balancers[1:] if b not in skipped]
+    if joining and vrrp_view(first) is None:
+        skipped, joining = skipped + joining, []
+    for balancer in joining:
+        run_balancer(lab, balancer, engine)
     report, proof, nat_proof = drive_live(lab, topology, requests, duration, console)
     message = f"{report.answered}/{report.sent} requests answered"
-    if len(topology.balancers) > 1:
-        message += (f"; backup node {topology.balancers[1].name} not started: this version has no VRRP "
-                    "(its config is in the lab directory)")
+    if joining:
+        roles = [f"{b.name} {(vrrp_view(b) or {}).get('state', '?')}" for b in (first, *joining)]
+        message += f"; VRRP: {', '.join(roles)}"
+    for balancer in skipped:
+        message += (f"; node {balancer.name} not started: its config is the first node's (its copy is "
+                    "in the lab directory)")
     for shown in (proof, nat_proof):
         if shown is not None:
             message += f"; {shown.describe()}"

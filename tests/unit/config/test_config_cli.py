@@ -93,8 +93,10 @@ def test_show_running_state_without_a_daemon(
     monkeypatch.setenv("DSRLB_RUN_DIR", str(tmp_path))
     assert main(["-i", "nobody", "show", "sessions"]) == 2
     assert "dsrlb instance nobody is not running" in capsys.readouterr().err
-    assert main(["show", "vrrp"]) == 2
-    assert "no VRRP" in capsys.readouterr().err
+    assert main(["-i", "nobody", "show", "vrrp"]) == 2
+    assert "dsrlb instance nobody is not running" in capsys.readouterr().err
+    assert main(["show", "sync"]) == 2
+    assert "no session sync" in capsys.readouterr().err
     assert main(["show", "bogus"]) == 2
 
 
