@@ -19,6 +19,7 @@ from dsrlb.engine.dataplane import (
     RemoveTarget,
     ServiceKey,
     ServiceSpec,
+    SessionEntry,
     SetTable,
     TargetSpec,
     TargetState,
@@ -235,3 +236,25 @@ def test_production_clock_is_monotonic_time_and_timeout_zero_never_reuses(
     lag_ns = 3 * (SECOND // 100)  # HZ >= 100
     for entry in production_xdp.sessions():
         assert before - lag_ns <= entry.last_seen_ns <= after
+
+
+def test_installed_sessions_steer_both_engines_alike(small_xdp: XdpDataplane) -> None:
+    """Session sync (Dataplane.install_sessions): a session learnt from the peer sends the client's
+    next packet to the peer's target in both engines; an older copy does not replace a newer one; an
+    unknown target or service is skipped; installing emits no session events (no echo to the peer)."""
+    reference = ReferenceDataplane()
+    key = ServiceKey(VIPS[0], IPPROTO_TCP, 80)
+    setup: list[Change] = [target(1), target(2), service(1, (key,), timeout=900), SetTable(1, (1, 2))]
+    now = 50 * SECOND
+    peer = [SessionEntry(1, CLIENT, 0, 2, now - SECOND),  # rr alone would pick 1 first
+            SessionEntry(1, ip_address("198.51.100.8"), 0, 9, now),  # no target 9 here
+            SessionEntry(7, CLIENT, 0, 1, now)]  # no service 7 here
+    for dataplane in (small_xdp, reference):
+        dataplane.apply(setup)
+        assert dataplane.install_sessions(peer) == 1
+        assert dataplane.install_sessions([SessionEntry(1, CLIENT, 0, 1, now - 2 * SECOND)]) == 0  # older
+        assert dataplane.drain_session_events() == []
+        result = dataplane.run(frame_to(key, 80), 1, now)
+        assert result.frame[:6] == bytes.fromhex("020000000102")  # target 2's MAC
+        assert [(e.client, e.target_id, e.last_seen_ns) for e in dataplane.sessions()] == [(CLIENT, 2, now)]
+        assert dataplane.stats()["session_hit"] == 1 and dataplane.stats()["session_new"] == 0

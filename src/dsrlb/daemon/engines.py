@@ -49,6 +49,9 @@ class Engine(Protocol):
     def drain_session_events(self) -> list[SessionEntry]:
         """New and moved sessions since the last call; must be called regularly (bounded memory)."""
 
+    def install_sessions(self, entries: Sequence[SessionEntry]) -> int:
+        """Sessions from the peer balancer (engine/dataplane.py Dataplane.install_sessions)."""
+
     def service_stats(self, service_id: int) -> Mapping[str, int]:
         """`packets`, `bytes`, `sessions_new` of one service."""
 
@@ -107,6 +110,10 @@ class AfPacketRunner:
     def drain_session_events(self) -> list[SessionEntry]:
         with self._locked():
             return self._dataplane.drain_session_events()
+
+    def install_sessions(self, entries: Sequence[SessionEntry]) -> int:
+        with self._locked():
+            return self._dataplane.install_sessions(entries)
 
     def service_stats(self, service_id: int) -> Mapping[str, int]:
         with self._locked():

@@ -131,6 +131,9 @@ class XdpRunner:
     def drain_session_events(self) -> list[SessionEntry]:
         return self._dataplane.drain_session_events()
 
+    def install_sessions(self, entries: Sequence[SessionEntry]) -> int:
+        return self._dataplane.install_sessions(entries)
+
     def service_stats(self, service_id: int) -> Mapping[str, int]:
         return self._dataplane.service_stats(service_id)
 

@@ -189,3 +189,10 @@ class Dataplane(TypingProtocol):
     def drain_session_events(self) -> list[SessionEntry]:
         """New and moved sessions since the last call (what session sync replicates)."""
         ...
+
+    def install_sessions(self, entries: Sequence[SessionEntry]) -> int:
+        """Sessions learnt from the peer balancer (session sync). Each replaces the session of its key
+        only when it is newer (a later `last_seen_ns`); one of an unknown service or target is skipped.
+        Installed sessions are no session events (they would echo back to the peer). The count
+        installed."""
+        ...

@@ -249,6 +249,23 @@ class ReferenceDataplane:
         events, self._events = self._events, []
         return events
 
+    def install_sessions(self, entries: Sequence[SessionEntry]) -> int:
+        """Sessions from the peer (Dataplane.install_sessions)."""
+        installed = 0
+        sessions = self._sessions
+        for entry in entries:
+            if entry.service_id not in self._services or entry.target_id not in self._targets:
+                continue
+            key = (entry.service_id, entry.client.packed, entry.client_port)
+            held = sessions.get(key)
+            if held is not None and held[1] >= entry.last_seen_ns:
+                continue
+            if held is None and len(sessions) >= self._capacity:
+                del sessions[next(iter(sessions))]
+            sessions[key] = [entry.target_id, entry.last_seen_ns]
+            installed += 1
+        return installed
+
     # --- the hot path ------------------------------------------------------------------------------
 
     def run(self, frame: bytes, ingress_ifindex: int, now_ns: int) -> Result:

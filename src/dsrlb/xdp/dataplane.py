@@ -527,6 +527,26 @@ class XdpDataplane:
         sessions.update(bytes(key), bytes(value))
         return True
 
+    def install_sessions(self, entries: Sequence[SessionEntry]) -> int:
+        """Sessions from the peer (Dataplane.install_sessions): written with the target's slot, as the
+        program writes them, so that the next packet of the flow is a hit on that target."""
+        sessions = self.maps["sessions"]
+        installed = 0
+        for entry in entries:
+            known = self._services.get(entry.service_id)
+            slot = self._target_slot(entry.target_id)
+            if known is None or known.spec is None or slot == layout.SLOT_NONE:
+                continue
+            key = bytes(layout.session_key(client=layout.addr_of(entry.client), service_id=entry.service_id,
+                                           client_port=entry.client_port, family=entry.client.version))
+            held = sessions.lookup(key)
+            if held is not None and entry.last_seen_ns <= _last_seen(held):
+                continue
+            sessions.update(key, bytes(layout.session_value(last_seen_ns=entry.last_seen_ns,
+                                                            target_id=entry.target_id, target_slot=slot)))
+            installed += 1
+        return installed
+
     def _on_event(self, record: bytes) -> None:
         if len(record) < ctypes.sizeof(layout.session_event):
             return
@@ -637,3 +657,6 @@ def _return_vip(spec: ServiceSpec, key: ServiceKey) -> IPAddress:
             return candidate.address
     return spec.keys[0].address
 
+
+def _last_seen(raw_session_value: bytes) -> int:
+    return int(layout.session_value.from_buffer_copy(raw_session_value).last_seen_ns)
