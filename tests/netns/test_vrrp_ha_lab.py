@@ -10,8 +10,10 @@ master are not kept.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -112,3 +114,80 @@ def test_the_backup_takes_over_when_the_master_stops(pair: Pair) -> None:
     assert report.errors == {} and report.answered == 20
     counters = pair.vrrp(node2)["counters"]
     assert counters["became_master"] == 1 and counters["drop_auth"] == 0
+
+
+# Keep-alive connections from every client source through the VIP: one GET each, then (after a line on
+# stdin) a second GET on the same connections. Prints "first|again SOURCE TARGET LOCAL_PORT" lines.
+KEEPALIVE_CLIENT = """
+import http.client, sys
+vip, port, sources = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+conns = {s: http.client.HTTPConnection(vip, port, timeout=10, source_address=(s, 0)) for s in sources}
+def ask(kind):
+    for source, conn in conns.items():
+        conn.request("GET", "/", headers={"Host": "dsrlb-lab"})
+        name = conn.getresponse().read().decode().strip()
+        print(kind, source, name, conn.sock.getsockname()[1], flush=True)
+ask("first")
+sys.stdin.readline()
+ask("again")
+"""
+
+
+def test_established_connections_survive_a_failover_through_session_sync(pair: Pair) -> None:
+    """Seed 000's `syncpeer`: node1 sends its sessions to node2 as they are made; when node1 stops,
+    node2 sends every established connection's next packets to the target it had, so the same
+    keep-alive connections keep working (DSR: the TCP state lives on the targets)."""
+    node1, node2 = pair.topology.balancers
+    wait_for("node1 master", lambda: pair.vrrp(node1)["state"] == "master", timeout=10)
+    topo = pair.topology
+    sources = [str(s) for s in topo.client_sources]
+    argv = ["ip", "netns", "exec", topo.client_netns, sys.executable, "-c", KEEPALIVE_CLIENT, str(topo.vip),
+            str(topo.ports[0]), *sources]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        first = {}
+        for _ in sources:
+            kind, source, name, port = read_line(proc, 20).split()
+            assert kind == "first"
+            first[source] = (name, port)
+        names = {t.name: i for i, t in enumerate(topo.targets, start=1)}
+        wanted = {(source, names[name]) for source, (name, _) in first.items()}
+        # node2 learns them within a tick (events) of their creation
+        wait_for("the sessions on node2", lambda: wanted <= synced_sessions(pair, node2), timeout=10)
+        # On node2 the first client's target takes no new sessions: without its synced session that
+        # client's next packet would go to the other target, which answers it with a reset.
+        drained = names[first[sources[0]][0]]
+        with ControlClient.for_instance(node2.netns, timeout=5.0) as client:
+            client.call("drain", ["target", str(drained)])
+        os.kill(pair.daemons[node1.name].pid, signal.SIGTERM)
+        wait_for("node2 master", lambda: pair.vrrp(node2)["state"] == "master", timeout=5)
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    again = {words[1]: (words[2], words[3]) for words in (line.split() for line in out.splitlines())}
+    assert again == first  # same target, same connection (local port), for every client
+    view = pair.vrrp(node2)
+    assert view["state"] == "master"
+    with ControlClient.for_instance(node2.netns, timeout=5.0) as client:
+        sync = client.call("show", ["sync"]).data["sync"]
+    assert sync["counters"]["sessions_received"] >= len(sources) and sync["drop_stranger"] == 0
+
+
+def synced_sessions(pair: Pair, balancer: LabBalancer) -> set[tuple[str, int]]:
+    with ControlClient.for_instance(balancer.netns, timeout=5.0) as client:
+        rows = client.call("show", ["sessions"]).data["sessions"]
+    return {(row["client"], row["target"]) for row in rows}
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"no output within {timeout:.0f} s: {proc.stderr.read() if proc.stderr else ''}"
+    return proc.stdout.readline().strip()

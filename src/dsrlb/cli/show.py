@@ -21,7 +21,7 @@ from dsrlb.config import ConfigErrors, parse_checked, write
 from dsrlb.config.jsonview import config_to_json
 from dsrlb.control.client import ControlClient, ControlClientError, NotRunningError
 
-# What `show` knows about (DESIGN §4); handlers are filled in as the features land.
+# What `show` knows about (DESIGN §4).
 SHOW_TOPICS = ("servers", "targets", "sessions", "networks", "gateway", "vrrp", "sync", "config", "stats")
 
 
@@ -62,7 +62,8 @@ def show_config(args: argparse.Namespace) -> int:
 
 SHOW_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "config": show_config,
-    **dict.fromkeys(("servers", "targets", "sessions", "networks", "gateway", "vrrp", "stats"), show_running),
+    **dict.fromkeys(("servers", "targets", "sessions", "networks", "gateway", "vrrp", "sync", "stats"),
+                    show_running),
 }
 
 
@@ -84,10 +85,5 @@ def run(args: argparse.Namespace) -> int:
     handler = SHOW_HANDLERS.get(what)
     if handler is not None:
         return handler(args)
-    if what in SHOW_TOPICS:
-        print(f"dsrlb show {what}: this version has no session sync yet", file=sys.stderr)
-    else:
-        print(
-            f"dsrlb show: unknown WHAT '{args.what}'; choose from {', '.join(SHOW_TOPICS)}", file=sys.stderr
-        )
+    print(f"dsrlb show: unknown WHAT '{args.what}'; choose from {', '.join(SHOW_TOPICS)}", file=sys.stderr)
     return 2

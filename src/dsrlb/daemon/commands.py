@@ -273,6 +273,8 @@ def build_registry(daemon: Daemon) -> Registry:
         return CommandResult(data, _vrrp_text(data))
 
     command("show vrrp", "the VRRP role: state, priority, master, counters")(show_vrrp)
+    command("show sync", "session sync with the HA peer: peer, liveness, counters")(
+        lambda a: CommandResult({"sync": daemon.sync.view() if daemon.sync is not None else None}))
     command("show stats", "engine counters and drops by reason")(
         lambda a: CommandResult({"stats": stats_view(daemon)}))
     command("show config", "the running configuration")(

@@ -37,11 +37,13 @@ from dsrlb.daemon.engines import Engine, make_engine
 from dsrlb.daemon.plumbing import AddressPlan, Plumbing, plan_addresses
 from dsrlb.daemon.vrrp_role import VrrpConfigError, VrrpPlan, VrrpRole, plan_vrrp
 from dsrlb.engine.compile import AdminState, DesiredState, Environment, compile_state, diff
-from dsrlb.engine.dataplane import IPNetwork, NextHop
+from dsrlb.engine.dataplane import IPNetwork, NextHop, SessionEntry
 from dsrlb.health.scheduler import HealthConfigError, HealthScheduler, agent_secret
 from dsrlb.health.state import HealthEvent, HealthState, TargetStateChanged
 from dsrlb.model import Config, Method
 from dsrlb.paths import InstancePaths, instance_paths
+from dsrlb.sync.driver import SyncDriver, plan_sync
+from dsrlb.sync.peer import REFRESH_SECONDS, Received
 from dsrlb.vrrp.driver import VrrpDriver
 from dsrlb.vrrp.machine import Event as VrrpEvent
 from dsrlb.vrrp.machine import VrrpRouter
@@ -126,6 +128,8 @@ class Daemon:
         # VRRP (daemon/vrrp_role.py): without a vrrp block the balancer holds the shared addresses
         # (virt, virt6, VIPs) for good; with one, only while it is master.
         self.vrrp: VrrpRole | None = None
+        self.sync: SyncDriver | None = None  # session sync with the HA peer (sync/)
+        self._last_sync_refresh = 0.0
         self.holds_virtual = True
         self._address_lock = asyncio.Lock()  # a role change and a reload move addresses one at a time
         self._stop = asyncio.Event()
@@ -180,6 +184,14 @@ class Daemon:
         self.health.subscribe(self._on_health)
         await self.health.start()
         self._republish()
+        sync_plan = plan_sync(self.config)
+        if sync_plan is not None:
+            self.sync = SyncDriver(sync_plan, self._on_synced)
+            try:
+                await self.sync.start()
+            except OSError as exc:
+                raise VrrpConfigError(str(exc.strerror or exc)) from exc
+            self._last_sync_refresh = time.monotonic()
         if vrrp_plan is not None:
             self.vrrp = VrrpRole(vrrp_plan, self._on_vrrp_role, self.control.publish, _vrrp_driver)
             await self.vrrp.start()
@@ -204,7 +216,8 @@ class Daemon:
                 await self.vrrp.settled()
             except Exception:
                 log.exception("stopping VRRP")
-        steps = [self.control.stop, self.health.stop] + ([self.http.stop] if self.http else [])
+        steps = [self.control.stop, self.health.stop] + ([self.http.stop] if self.http else []) + (
+            [self.sync.stop] if self.sync else [])
         for step in steps:
             try:
                 await step()
@@ -268,11 +281,32 @@ class Daemon:
         gateway = self.health.gateway()
         self.vrrp.track(down, gateway is not None and gateway.state is HealthState.DOWN)
 
+    def _on_synced(self, received: Received) -> None:
+        """Sessions from the HA peer go into the engine; a peer that (re)started gets our table."""
+        if received.sessions:
+            self.engine.install_sessions(received.sessions)
+        if received.resync and self.sync is not None and self.sync.plan.autoresync:
+            self.sync.send_sessions(list(self.engine.sessions()))
+
+    def _sync_sessions(self, events: list[SessionEntry], now: float) -> None:
+        """New and moved sessions to the peer at once; every REFRESH_SECONDS the ones that saw
+        traffic since the last refresh, so the peer's copies of live sessions do not idle out."""
+        if self.sync is None:
+            return
+        self.sync.send_sessions(events)
+        if now - self._last_sync_refresh >= REFRESH_SECONDS:
+            window = int((now - self._last_sync_refresh + 1.0) * 1e9)
+            self._last_sync_refresh = now
+            now_ns = time.monotonic_ns()
+            self.sync.send_sessions([e for e in self.engine.sessions() if now_ns - e.last_seen_ns <= window])
+
     async def tick(self) -> None:
-        # Session events wait for the session sync (not in this version); draining them every tick
-        # keeps the reference's list and XDP's ring buffer bounded, and counts them for `show stats`.
-        self.session_events += len(self.engine.drain_session_events())
+        # Draining the session events every tick keeps the reference's list and XDP's ring buffer
+        # bounded; they go to the HA peer (session sync) and are counted for `show stats`.
+        events = self.engine.drain_session_events()
+        self.session_events += len(events)
         now = time.monotonic()
+        self._sync_sessions(events, now)
         if now - self._last_next_hops >= NEXT_HOP_REFRESH_SECONDS:
             await self._refresh_next_hops()
         await self._track()

@@ -95,8 +95,8 @@ def test_show_running_state_without_a_daemon(
     assert "dsrlb instance nobody is not running" in capsys.readouterr().err
     assert main(["-i", "nobody", "show", "vrrp"]) == 2
     assert "dsrlb instance nobody is not running" in capsys.readouterr().err
-    assert main(["show", "sync"]) == 2
-    assert "no session sync" in capsys.readouterr().err
+    assert main(["-i", "nobody", "show", "sync"]) == 2
+    assert "dsrlb instance nobody is not running" in capsys.readouterr().err
     assert main(["show", "bogus"]) == 2
 
 
