@@ -395,8 +395,9 @@ class Daemon:
                 "on: restart the daemon to apply this config")
 
     async def _check_vrrp(self, new: Config, source: Path) -> None:
-        """The virtual router runs as it started: a reload may change what it shares (servers, VIPs:
-        they move with mastership from now on), not the router itself."""
+        """The virtual router and the session sync run as they started: a reload may change what the
+        router shares (servers, VIPs: they move with mastership from now on), not the router itself
+        or the sync peer."""
         try:
             plan = await self._vrrp_plan(new)
         except VrrpConfigError as exc:
@@ -406,6 +407,9 @@ class Daemon:
                 plan is not None and running is not None and plan.identity() != running.identity()):
             raise ReloadRefused(f"{source}: the vrrp settings change; the virtual router runs as it "
                                 "started: restart the daemon to apply this config")
+        if plan_sync(new) != (self.sync.plan if self.sync is not None else None):
+            raise ReloadRefused(f"{source}: the session sync settings change (syncpeer, sessionsync*); the "
+                                "sync runs as it started: restart the daemon to apply this config")
 
     async def _restore_network(self, plan: AddressPlan) -> None:
         try:

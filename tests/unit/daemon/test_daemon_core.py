@@ -124,6 +124,9 @@ class FakePlumbing:
     def release(self) -> None:
         self.released = True
 
+    def link_local(self, ifname: str) -> None:
+        return None
+
     def refresh(self, addresses: Iterable[IPAddress], networks: tuple[IPNetwork, ...] = (),
                 stop: Callable[[], bool] = lambda: False) -> Refreshed | None:
         """Every address resolves; with `hold` set, a pass that only a stop ends (a slow one)."""
@@ -315,6 +318,24 @@ def test_reload_that_changes_the_interfaces_is_refused(
         same = h.write("same.conf", config_text(targets=3))
         await h.daemon.reload(same)
         assert len(h.daemon.config.targets) == 3 and h.daemon.config_path == same
+
+    run(scenario, tmp_path, monkeypatch)
+
+
+def test_reload_that_adds_vrrp_or_a_sync_peer_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The virtual router and the session sync run as they started (daemon/vrrp_role.py, sync/)."""
+    async def scenario(h: Harness) -> None:
+        running, plans = h.daemon.config, len(h.plumbing.plans)
+        vrrp = h.write("vrrp.conf", config_text() + "vrrp {\n          vrid 9\n          priority 200\n}\n")
+        with pytest.raises(ReloadRefused, match=r"vrrp settings change.*restart"):
+            await h.daemon.reload(vrrp)
+        synced = h.write("sync.conf", config_text().replace("          real 192.0.2.252",
+                                                            "          real 192.0.2.252\n"
+                                                            "          syncpeer 192.0.2.251"))
+        with pytest.raises(ReloadRefused, match=r"session sync settings change.*restart"):
+            await h.daemon.reload(synced)
+        assert h.daemon.config is running and len(h.plumbing.plans) == plans
 
     run(scenario, tmp_path, monkeypatch)
 
