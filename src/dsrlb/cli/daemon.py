@@ -70,14 +70,14 @@ def _http_spec(text: str) -> str:
 def _foreground(args: argparse.Namespace) -> int:
     from dsrlb.daemon.core import Daemon
     from dsrlb.daemon.engines import EngineError
-    from dsrlb.daemon.vrrp_role import VrrpConfigError
+    from dsrlb.daemon.vrrp_role import HaConfigError
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s dsrlb[%(process)d] %(levelname)s %(message)s")
     try:
         daemon = Daemon(Path(args.config), args.instance, args.engine, args.xdp_mode, _http(args))
         asyncio.run(daemon.run())
-    except (EngineError, VrrpConfigError) as exc:  # bad input or a missing facility: no traceback
+    except (EngineError, HaConfigError) as exc:  # bad input or a missing facility: no traceback
         logging.getLogger("dsrlb").error("%s", exc)
         return 2
     except Exception as exc:  # the daemon's own cleanup already ran; say why it stopped

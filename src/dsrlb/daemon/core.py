@@ -35,7 +35,7 @@ from dsrlb.control.server import ControlServer
 from dsrlb.daemon.commands import build_registry, metrics_snapshot
 from dsrlb.daemon.engines import Engine, make_engine
 from dsrlb.daemon.plumbing import AddressPlan, Plumbing, plan_addresses
-from dsrlb.daemon.vrrp_role import VrrpConfigError, VrrpPlan, VrrpRole, plan_vrrp
+from dsrlb.daemon.vrrp_role import HaConfigError, VrrpPlan, VrrpRole, plan_vrrp
 from dsrlb.engine.compile import AdminState, DesiredState, Environment, compile_state, diff
 from dsrlb.engine.dataplane import IPNetwork, NextHop, SessionEntry
 from dsrlb.health.scheduler import HealthConfigError, HealthScheduler, agent_secret
@@ -190,7 +190,7 @@ class Daemon:
             try:
                 await self.sync.start()
             except OSError as exc:
-                raise VrrpConfigError(str(exc.strerror or exc)) from exc
+                raise HaConfigError(str(exc.strerror or exc)) from exc
             self._last_sync_refresh = time.monotonic()
         if vrrp_plan is not None:
             self.vrrp = VrrpRole(vrrp_plan, self._on_vrrp_role, self.control.publish, _vrrp_driver)
@@ -400,7 +400,7 @@ class Daemon:
         or the sync peer."""
         try:
             plan = await self._vrrp_plan(new)
-        except VrrpConfigError as exc:
+        except HaConfigError as exc:
             raise ReloadRefused(f"{source}: {exc}") from exc
         running = self.vrrp.plan if self.vrrp is not None else None
         if (plan is None) != (running is None) or (
@@ -499,6 +499,7 @@ class Daemon:
             self._republish_cost = self._republished_at - started
             for event in events:
                 self.control.publish(event)
+
 
 def _vrrp_driver(router: VrrpRouter, ifname: str, on_event: Callable[[VrrpEvent], None]) -> VrrpDriver:
     return VrrpDriver(router, ifname, on_event)

@@ -36,8 +36,8 @@ log = logging.getLogger("dsrlb.vrrp")
 IPAddress = IPv4Address | IPv6Address
 
 
-class VrrpConfigError(Exception):
-    """The config's vrrp block cannot run on this balancer (the message says why)."""
+class HaConfigError(Exception):
+    """The config's vrrp block or session sync cannot run on this balancer (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def plan_vrrp(config: Config, link_local: Callable[[str], IPv6Address | None]) -
     names = [i.name for iid in network.interfaces
              if (i := config.interface(iid)) is not None and i.registered and i.enabled and i.name]
     if not names:
-        raise VrrpConfigError(f"vrrp: network {network.id} has no enabled interface to run on")
+        raise HaConfigError(f"vrrp: network {network.id} has no enabled interface to run on")
     ifname = names[0]
     vips = [s.address for s in config.servers if s.address is not None and s.registered and s.enabled]
     shared4 = _unique([network.virt, *vips], IPv4Address)
@@ -84,17 +84,17 @@ def plan_vrrp(config: Config, link_local: Callable[[str], IPv6Address | None]) -
     elif shared6:
         found = link_local(ifname)
         if found is None:
-            raise VrrpConfigError(f"vrrp: {ifname} has no IPv6 link-local address to send VRRPv3 from")
+            raise HaConfigError(f"vrrp: {ifname} has no IPv6 link-local address to send VRRPv3 from")
         family, version, primary, addresses = 6, 3, found, shared6
     else:
-        raise VrrpConfigError(f"vrrp: network {network.id} shares no address to fail over (give it a "
+        raise HaConfigError(f"vrrp: network {network.id} shares no address to fail over (give it a "
                               "virt or virt6 address, or a server a VIP)")
     peers = tuple(p for p in vrrp.unicast_peers if p.version == family)
     if len(peers) != len(vrrp.unicast_peers):
-        raise VrrpConfigError(f"vrrp: peers must be IPv{family} addresses: VRRP runs over IPv{family} "
+        raise HaConfigError(f"vrrp: peers must be IPv{family} addresses: VRRP runs over IPv{family} "
                               f"on {ifname}")
     if vrrp.auth_pass is not None and version != 2:
-        raise VrrpConfigError("vrrp: authpass exists in VRRPv2 (IPv4) only; RFC 5798 removed it")
+        raise HaConfigError("vrrp: authpass exists in VRRPv2 (IPv4) only; RFC 5798 removed it")
     try:
         router = RouterConfig(vrid=vrrp.vrid, priority=vrrp.priority, version=version, family=family,
                               advert_interval=vrrp.advert_interval,
@@ -102,7 +102,7 @@ def plan_vrrp(config: Config, link_local: Callable[[str], IPv6Address | None]) -
                               primary_address=primary, addresses=addresses, auth_pass=vrrp.auth_pass,
                               unicast_peers=peers)
     except ValueError as exc:
-        raise VrrpConfigError(f"vrrp: {exc}") from exc
+        raise HaConfigError(f"vrrp: {exc}") from exc
     tracked: tuple[tuple[str, int], ...] = ()
     gateway = 0
     if vrrp.tracking:
@@ -117,11 +117,11 @@ def _vrrp_network(config: Config, nid: int | None) -> Network:
     networks = [n for n in config.networks if n.registered and n.enabled]
     if nid is None:
         if not networks:
-            raise VrrpConfigError("vrrp: no enabled network to run on")
+            raise HaConfigError("vrrp: no enabled network to run on")
         return networks[0]
     network = config.network(nid)
     if network is None or network not in networks:
-        raise VrrpConfigError(f"vrrp: network {nid} is not a registered and enabled network")
+        raise HaConfigError(f"vrrp: network {nid} is not a registered and enabled network")
     return network
 
 
@@ -175,7 +175,7 @@ class VrrpRole:
         try:
             await self.driver.start()
         except OSError as exc:
-            raise VrrpConfigError(f"vrrp: {exc.strerror or exc}") from exc
+            raise HaConfigError(f"vrrp: {exc.strerror or exc}") from exc
 
     async def stop(self) -> None:
         """Resign (a master sends priority 0, so the backup takes over after Skew_Time) and close."""

@@ -11,7 +11,7 @@ import pytest
 
 from dsrlb.config import loads
 from dsrlb.daemon.plumbing import plan_addresses
-from dsrlb.daemon.vrrp_role import VrrpConfigError, VrrpRole, plan_vrrp
+from dsrlb.daemon.vrrp_role import HaConfigError, VrrpRole, plan_vrrp
 from dsrlb.examples import example
 from dsrlb.vrrp.machine import Event, State, VrrpRouter
 
@@ -92,7 +92,7 @@ def test_seed_003_runs_vrrpv3_over_ipv6_from_the_link_local_address_and_tracks_t
     assert ip_address("2001:db8::2:4") in plan.router.addresses
     assert plan.tracked_links == (("eth2", 10), ("eth3", 10)) and plan.gateway_trackval == 10
     assert plan.priority(["eth2"], gateway_down=True) == 180
-    with pytest.raises(VrrpConfigError, match="link-local"):
+    with pytest.raises(HaConfigError, match="link-local"):
         plan_vrrp(config, no_link_local)
 
 
@@ -112,7 +112,7 @@ def test_seed_000_nodes_run_one_router_with_their_own_priorities() -> None:
     ("vrrp {\n vrid 9\n advert 1.5\n}\n", "whole seconds"),
 ])
 def test_a_vrrp_block_that_cannot_run_is_a_clear_error(extra: str, message: str) -> None:
-    with pytest.raises(VrrpConfigError, match=message):
+    with pytest.raises(HaConfigError, match=message):
         plan_vrrp(loads(BASE + extra), no_link_local)
 
 
