@@ -229,7 +229,8 @@ class Network:
 
 @dataclass(frozen=True)
 class Vrrp:
-    """`vrrp { vrid; priority; network; tracking enable }` (+ *ext* `advert`, `peers`, `authpass`)."""
+    """`vrrp { vrid; priority; network; tracking enable }` (+ *ext* `advert`, `peers`, `authpass`,
+    `preemptdelay`)."""
 
     vrid: int
     priority: int = 100
@@ -238,6 +239,7 @@ class Vrrp:
     advert_interval: float = 1.0  # *ext* `advert 1` (seconds; keepalived advert_int)
     unicast_peers: tuple[IPAddress, ...] = ()  # *ext* `peers 192.0.2.2,192.0.2.3`
     auth_pass: str | None = None  # *ext* `authpass "secret"` (keepalived PASS authentication)
+    preempt_delay: float = 0.0  # *ext* `preemptdelay 30` (seconds; keepalived preempt_delay)
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,8 @@ NETWORK_KEYWORDS = (
     "interface",
     "interfaces",
 )
-VRRP_KEYWORDS = ("vrid", "priority", "network", "tracking", "advert", "peers", "authpass")
+VRRP_KEYWORDS = ("vrid", "priority", "network", "tracking", "advert", "peers", "authpass", "preemptdelay")
+PREEMPT_DELAY_MAX = 1000  # seconds, keepalived's limit
 CHECK_KEYWORDS = (
     "ping",
     "ping6",

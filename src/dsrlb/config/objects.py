@@ -313,6 +313,7 @@ class ObjectGrammar:
             "advert": self._field("advert_interval", lambda: c.decimal("advert")),
             "peers": self._peers,
             "authpass": self._field("auth_pass", lambda: c.text("a password")),
+            "preemptdelay": self._field("preempt_delay", lambda: c.decimal("preemptdelay")),
         }
 
     def _peers(self, obj: Any, token: Token) -> tuple[Any, str, Position]:

@@ -248,6 +248,9 @@ class _Checker:
                 f"advert {vrrp.advert_interval} is out of range",
                 "0.01-255 seconds in steps of 0.01",
             )
+        if not 0 <= vrrp.preempt_delay <= kw.PREEMPT_DELAY_MAX:
+            self.error("vrrp", 0, "preempt_delay", f"preemptdelay {vrrp.preempt_delay} is out of range",
+                       f"0-{kw.PREEMPT_DELAY_MAX} seconds")
         if vrrp.auth_pass is not None and not (
             0 < len(vrrp.auth_pass) <= kw.AUTHPASS_MAX
             and vrrp.auth_pass.isascii()

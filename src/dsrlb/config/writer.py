@@ -176,6 +176,8 @@ def vrrp_body(vrrp: Vrrp) -> list[str]:
         body.append("peers " + ",".join(str(p) for p in vrrp.unicast_peers))
     if vrrp.auth_pass is not None:
         body.append(f"authpass {quote(vrrp.auth_pass)}")
+    if vrrp.preempt_delay:
+        body.append(f"preemptdelay {decimal(vrrp.preempt_delay)}")
     return body
 
 

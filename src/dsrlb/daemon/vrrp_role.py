@@ -99,6 +99,7 @@ def plan_vrrp(config: Config, link_local: Callable[[str], IPv6Address | None]) -
         router = RouterConfig(vrid=vrrp.vrid, priority=vrrp.priority, version=version, family=family,
                               advert_interval=vrrp.advert_interval,
                               preempt=config.setting("vrrppreempt", "1") != "0",
+                              preempt_delay=vrrp.preempt_delay,
                               primary_address=primary, addresses=addresses, auth_pass=vrrp.auth_pass,
                               unicast_peers=peers)
     except ValueError as exc:

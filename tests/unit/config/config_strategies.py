@@ -253,6 +253,7 @@ def configs(draw: st.DrawFn) -> Config:
             network=draw(st.none() | st.sampled_from([n.id for n in networks] or [None])),
             tracking=draw(st.booleans()),
             advert_interval=draw(st.integers(1, 25500)) / 100,
+            preempt_delay=draw(st.integers(0, 100000)) / 100,
             unicast_peers=tuple(
                 draw(
                     st.lists(

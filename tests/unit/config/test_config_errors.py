@@ -268,6 +268,8 @@ CASES: list[tuple[str, str, int, int, str, str]] = [
     ("vrrp without vrid", NET + "vrrp {\n  priority 100\n}\n", 12, 1, "vrrp", "has no vrid"),
     ("vrrp on undefined network", NET + "vrrp {\n  vrid 9\n  network 2\n}\n", 14, 11, "2", "not defined"),
     ("priority out of range", "vrrp {\n  vrid 9\n  priority 0\n}\n", 3, 12, "0", "priority 0"),
+    ("preemptdelay out of range", "vrrp {\n  vrid 9\n  preemptdelay 2000\n}\n", 3, 16, "2000",
+     "preemptdelay 2000"),
     (
         "authpass too long",
         'vrrp {\n  vrid 9\n  authpass "123456789"\n}\n',

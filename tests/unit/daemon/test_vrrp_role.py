@@ -73,9 +73,10 @@ def test_an_ipv4_network_runs_vrrpv2_from_real_and_shares_virt_and_the_vips() ->
 
 
 def test_vrrppreempt_0_turns_preemption_off_and_tracking_reads_trackvals() -> None:
-    config = loads(BASE + "set vrrppreempt 0\nvrrp {\n vrid 9\n network 1\n tracking enable\n}\n")
+    config = loads(BASE + "set vrrppreempt 0\nvrrp {\n vrid 9\n network 1\n tracking enable\n"
+                          " preemptdelay 15\n}\n")
     plan = plan_vrrp(config, no_link_local)
-    assert plan is not None and not plan.router.preempt
+    assert plan is not None and not plan.router.preempt and plan.router.preempt_delay == 15
     assert plan.tracked_links == (("eth0", 30),)
     assert plan.priority([], gateway_down=False) == 100
     assert plan.priority(["eth0"], gateway_down=False) == 70

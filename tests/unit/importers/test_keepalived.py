@@ -97,17 +97,17 @@ def test_tls_nat_misc_ping_and_included_udp(full: ImportResult) -> None:
 def test_warnings_name_file_line_and_setting(full: ImportResult) -> None:
     found = {(Path(w.file).name, w.line, w.setting) for w in full.warnings}
     assert ("keepalived.conf", 5, "notification_email") in found
-    assert ("keepalived.conf", 28, "preempt_delay") in found
     assert ("keepalived.conf", 53, "vrrp_instance") in found  # the second instance
     assert ("keepalived.conf", 63, "lb_algo") in found  # wlc
     assert ("keepalived.conf", 82, "digest") in found
     assert all(str(w).startswith(f"{w.file}:{w.line}: warning: ") for w in full.warnings)
 
 
-def test_preempt_delay_is_dropped_not_mapped(full: ImportResult) -> None:
-    """No documented BalanceNG equivalent (docs/importers.md): warned about, and no `set` key invented."""
-    (warning,) = [w for w in full.warnings if w.setting == "preempt_delay"]
-    assert "no preemption delay" in str(warning) and "vrrppreemptts" in str(warning)
+def test_preempt_delay_maps_onto_the_vrrp_preemptdelay(full: ImportResult) -> None:
+    """keepalived's preempt_delay is dsrlb's `preemptdelay` (docs/vrrp.md); BalanceNG's undocumented
+    `vrrppreemptts` is not guessed at."""
+    assert not [w for w in full.warnings if w.setting == "preempt_delay"]
+    assert full.config.vrrp is not None and full.config.vrrp.preempt_delay == 30
     assert full.config.setting("vrrppreemptts") is None
 
 

@@ -27,6 +27,7 @@ from dsrlb.config.importers.keepalived_parse import (
     signed_integer,
     unknown,
 )
+from dsrlb.config.keywords import PREEMPT_DELAY_MAX
 from dsrlb.model import IPAddress, Vrrp
 
 _IGNORED: dict[str, str] = {
@@ -75,13 +76,6 @@ _IGNORED: dict[str, str] = {
         "unicast_fault_no_peer",
     )
 }
-# BalanceNG's `vrrppreemptts` reads like a preemption delay, but no BalanceNG documentation at hand defines it
-# (the seeds only write `vrrppreemptts 8`, unexplained), so mapping preempt_delay onto it would be a guess
-# that silently changes failover timing. docs/importers.md explains.
-_IGNORED["preempt_delay"] = (
-    "has no equivalent (ignored): dsrlb's VRRP has no preemption delay, and BalanceNG's `vrrppreemptts` "
-    "is not documented as one"
-)
 _MAPPED = (
     "state",
     "interface",
@@ -96,6 +90,7 @@ _MAPPED = (
     "unicast_src_ip",
     "nopreempt",
     "preempt",
+    "preempt_delay",
 )
 
 
@@ -118,6 +113,7 @@ class VrrpInstance:
     own_address: IPAddress | None = None
     auth_pass: str | None = None
     nopreempt: bool = False
+    preempt_delay: float = 0.0
     trackvals: dict[str, int] = field(default_factory=dict)
     tracked_devices: list[str] = field(default_factory=list)
     priority_bonus: int = 0
@@ -142,6 +138,7 @@ class VrrpInstance:
             advert_interval=self.advert_interval,
             unicast_peers=self.unicast_peers,
             auth_pass=self.auth_pass,
+            preempt_delay=self.preempt_delay,
         )
 
 
@@ -221,6 +218,11 @@ def read_vrrp_instance(stmt: Statement, warn: Callable[..., None]) -> VrrpInstan
         elif name == "preempt":
             expect_args(sub, 0, 0, "preempt")
             instance.nopreempt = False
+        elif name == "preempt_delay":  # dsrlb's `preemptdelay` (the vrrp block's *ext* key)
+            token = expect_args(sub, 1, 1, "preempt_delay SECONDS")[0]
+            instance.preempt_delay = seconds(token, 0.0)
+            if instance.preempt_delay > PREEMPT_DELAY_MAX:
+                raise fail(token.position, "number out of range", f"0..{PREEMPT_DELAY_MAX} seconds")
         elif name in _IGNORED:
             warn(sub, _IGNORED[name])
         else:
