@@ -21,6 +21,7 @@ from rich.table import Table
 
 from dsrlb.config import write
 from dsrlb.config.importers import import_lvs
+from dsrlb.config.importers.lvs import Node
 from dsrlb.control.client import CommandRejected, ControlClient, ControlClientError
 from dsrlb.lab.builders import BUILDERS
 from dsrlb.lab.capture import DsrProof, NatProof, ReplyCapture
@@ -65,13 +66,14 @@ class LabRun:
 
 
 def run_balancer(lab: Lab, balancer: LabBalancer, engine: str, ready_timeout: float = 30.0,
-                 xdp_mode: str = LAB_XDP_MODE, http: str = LAB_HTTP) -> LabProcess:
+                 xdp_mode: str = LAB_XDP_MODE, http: str = LAB_HTTP,
+                 lvs_node: Node = "primary") -> LabProcess:
     """Start the dsrlb daemon on `balancer`'s node with its remapped seed config, and wait until it
     answers on its control socket with every registered target up (bounded). The lab stops it."""
     instance = balancer.netns  # unique per lab run, so labs side by side do not share sockets
     if engine == "xdp" and xdp_mode == "native":
         prepare_native_xdp(lab, balancer)
-    config_path = native_config(balancer)
+    config_path = native_config(balancer, lvs_node)
     argv = [sys.executable, "-m", "dsrlb.cli.main", "-i", instance, "start", "--foreground",
             "-c", str(config_path), "--engine", engine, "--xdp-mode", xdp_mode,
             "--http", http]
@@ -122,12 +124,14 @@ def prepare_native_xdp(lab: Lab, balancer: LabBalancer) -> None:
 SEED_004_FWMARKS = {80: (PortRange(80, 80), PortRange(443, 443))}
 
 
-def native_config(balancer: LabBalancer) -> Path:
+def native_config(balancer: LabBalancer, lvs_node: Node = "primary") -> Path:
     """The balancer's config in dsrlb's dialect: a Piranha lvs.cf goes through the importer, as an
-    operator would run `dsrlb convert --fwmark 80=80,443 lvs.cf` (warnings go to the lab's log)."""
+    operator would run `dsrlb convert --fwmark 80=80,443 [--node backup] lvs.cf` (warnings go to the
+    lab's log): the same lvs.cf serves both routers, seen from the primary or from the backup."""
     if not balancer.config_path.name.endswith(".cf"):
         return balancer.config_path
-    result = import_lvs(balancer.config_text, str(balancer.config_path), fwmarks=SEED_004_FWMARKS)
+    result = import_lvs(balancer.config_text, str(balancer.config_path), fwmarks=SEED_004_FWMARKS,
+                        node=lvs_node)
     converted = balancer.config_path.with_suffix(".conf")
     converted.write_text(write(result.config))
     return converted
@@ -233,24 +237,22 @@ def run_lab(lab: Lab, name: str, engine: str = "xdp", requests: int = 200, durat
         return LabRun(topology, verification, False,
                       f"topology built and verified; the balancer step of lab {name} does not work yet")
     # The first node starts (and, alone, becomes master); the others of an HA pair join it as VRRP
-    # backups. A node whose config is the first's (lvs.cf converts to the primary's view: its real
-    # address and priority) is not started: it would claim the primary's own address.
+    # backups (seed 004's one lvs.cf converted as seen from the backup router).
     first = topology.balancers[0]
     run_balancer(lab, first, engine)
-    skipped = [b for b in topology.balancers[1:] if b.config_name == first.config_name]
-    joining = [b for b in topology.balancers[1:] if b not in skipped]
+    skipped: list[LabBalancer] = []
+    joining = list(topology.balancers[1:])
     if joining and vrrp_view(first) is None:
         skipped, joining = skipped + joining, []
     for balancer in joining:
-        run_balancer(lab, balancer, engine)
+        run_balancer(lab, balancer, engine, lvs_node="backup")
     report, proof, nat_proof = drive_live(lab, topology, requests, duration, console)
     message = f"{report.answered}/{report.sent} requests answered"
     if joining:
         roles = [f"{b.name} {(vrrp_view(b) or {}).get('state', '?')}" for b in (first, *joining)]
         message += f"; VRRP: {', '.join(roles)}"
     for balancer in skipped:
-        message += (f"; node {balancer.name} not started: its config is the first node's (its copy is "
-                    "in the lab directory)")
+        message += f"; node {balancer.name} not started: its config has no vrrp block"
     for shown in (proof, nat_proof):
         if shown is not None:
             message += f"; {shown.describe()}"
