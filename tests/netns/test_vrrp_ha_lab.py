@@ -69,6 +69,12 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float) -> float:
 def pair() -> Iterator[Pair]:
     with Lab() as lab:
         topology = BUILDERS["ha-dsr"](lab)
+        # The session sync signed with a shared secret, as an operator should run it.
+        secret = lab.workdir / "sync.secret"
+        secret.write_text("lab-sync-secret\n")
+        for balancer in topology.balancers:
+            with balancer.config_path.open("a") as config:
+                config.write(f'set       syncsecretfile "{secret}"\n')
         daemons = {b.name: run_balancer(lab, b, "xdp") for b in topology.balancers}
         yield Pair(lab, topology, daemons)
 
@@ -178,6 +184,7 @@ def test_established_connections_survive_a_failover_through_session_sync(pair: P
     with ControlClient.for_instance(node2.netns, timeout=5.0) as client:
         sync = client.call("show", ["sync"]).data["sync"]
     assert sync["counters"]["sessions_received"] >= len(sources) and sync["drop_stranger"] == 0
+    assert sync["authenticated"] and sync["counters"]["drop_auth"] == 0
 
 
 def synced_sessions(pair: Pair, balancer: LabBalancer) -> set[tuple[str, int]]:

@@ -113,6 +113,7 @@ TARGET_KEYWORDS = (
 SET_KEYS: dict[str, str] = {
     "agentinterval": "count",
     "agentsecretfile": "word",  # dsrlb: shared secret of the load agents (docs/health.md)
+    "syncsecretfile": "word",  # dsrlb: shared secret of the session sync (docs/vrrp.md)
     "alert": "word",  # dsrlb: command run when a target goes down (docs/health.md)
     "arpinterval": "count",
     "arptimeout": "count",

@@ -42,7 +42,7 @@ from dsrlb.health.scheduler import HealthConfigError, HealthScheduler, agent_sec
 from dsrlb.health.state import HealthEvent, HealthState, TargetStateChanged
 from dsrlb.model import Config, Method
 from dsrlb.paths import InstancePaths, instance_paths
-from dsrlb.sync.driver import SyncDriver, plan_sync
+from dsrlb.sync.driver import SyncConfigError, SyncDriver, plan_sync
 from dsrlb.sync.peer import REFRESH_SECONDS, Received
 from dsrlb.vrrp.driver import VrrpDriver
 from dsrlb.vrrp.machine import Event as VrrpEvent
@@ -184,7 +184,10 @@ class Daemon:
         self.health.subscribe(self._on_health)
         await self.health.start()
         self._republish()
-        sync_plan = plan_sync(self.config)
+        try:
+            sync_plan = plan_sync(self.config)
+        except SyncConfigError as exc:
+            raise HaConfigError(str(exc)) from exc
         if sync_plan is not None:
             self.sync = SyncDriver(sync_plan, self._on_synced)
             try:
@@ -407,7 +410,11 @@ class Daemon:
                 plan is not None and running is not None and plan.identity() != running.identity()):
             raise ReloadRefused(f"{source}: the vrrp settings change; the virtual router runs as it "
                                 "started: restart the daemon to apply this config")
-        if plan_sync(new) != (self.sync.plan if self.sync is not None else None):
+        try:
+            sync_plan = plan_sync(new)
+        except SyncConfigError as exc:
+            raise ReloadRefused(f"{source}: {exc}") from exc
+        if sync_plan != (self.sync.plan if self.sync is not None else None):
             raise ReloadRefused(f"{source}: the session sync settings change (syncpeer, sessionsync*); the "
                                 "sync runs as it started: restart the daemon to apply this config")
 

@@ -7,6 +7,9 @@ below any Ethernet MTU, so no datagram is fragmented):
     session  service id (u32) | target id (u32) | client port (u16) | family (4|6) | 0 |
              client address (16 bytes; IPv4 in the first 4) | age in ms (u32)
 
+With `set syncsecretfile`, each datagram ends in 16 bytes of HMAC-SHA256 over the rest, keyed with
+the shared secret, and the receiver drops any datagram without a valid one.
+
 `boot` is a random number the sender draws at start: a new one tells the peer to send its whole table
 (BalanceNG `sessionautoresync`). A session carries its age (how long it has been idle), not a
 timestamp: the two balancers' monotonic clocks share no origin. All integers are big-endian.
@@ -14,6 +17,8 @@ timestamp: the two balancers' monotonic clocks share no origin. All integers are
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -29,7 +34,8 @@ ENTRY = struct.Struct("!IIHBx16sI")
 MAX_ENTRIES = 40
 MAX_AGE_MS = 0xFFFFFFFF
 
-DECODE_REASONS = ("short", "magic", "version", "type", "count", "family")
+DECODE_REASONS = ("short", "magic", "version", "type", "count", "family", "auth")
+MAC_SIZE = 16  # HMAC-SHA256, truncated (RFC 2104 §5), after the datagram when a secret is set
 
 
 class SyncDecodeError(ValueError):
@@ -66,6 +72,18 @@ def encode(datagram: Datagram) -> bytes:
         parts.append(ENTRY.pack(s.service_id, s.target_id, s.client_port, s.client.version,
                                 s.client.packed.ljust(16, b"\0"), min(max(s.age_ms, 0), MAX_AGE_MS)))
     return b"".join(parts)
+
+
+def sign(data: bytes, secret: bytes) -> bytes:
+    return data + hmac.new(secret, data, hashlib.sha256).digest()[:MAC_SIZE]
+
+
+def verify(data: bytes, secret: bytes) -> bytes:
+    """The datagram without its MAC, or SyncDecodeError("auth") when the MAC does not match."""
+    body, mac = data[:-MAC_SIZE], data[-MAC_SIZE:]
+    if len(data) < MAC_SIZE or not hmac.compare_digest(mac, sign(body, secret)[-MAC_SIZE:]):
+        raise SyncDecodeError("auth", "no valid HMAC with the sync secret")
+    return body
 
 
 def decode(data: bytes) -> Datagram:

@@ -5,9 +5,9 @@ our side is that network's `real` (or `real6`) address, which the balancer holds
 backup alike; the port is `set sessionsyncport` (default DEFAULT_PORT). `set sessionsync 0` turns it
 off; `set sessionautoresync 0` stops sending the whole table to a peer that (re)starts.
 
-Only datagrams from the peer's address are read (others are counted as `drop_stranger`): the sync
-runs on the balancers' own link, like BalanceNG's, and carries no authentication. A session it
-installs can only name a service and a target of our own config.
+Only datagrams from the peer's address are read (others are counted as `drop_stranger`), and with
+`set syncsecretfile` only those signed with the shared secret (HMAC-SHA256; `drop_auth`). A session
+it installs can only name a service and a target of our own config.
 """
 
 from __future__ import annotations
@@ -38,6 +38,26 @@ class SyncPlan:
     peer: IPAddress
     port: int
     autoresync: bool = True
+    secret: bytes | None = None  # `set syncsecretfile`
+
+
+class SyncConfigError(Exception):
+    """The sync settings cannot run (an unreadable or empty secret file)."""
+
+
+def sync_secret(config: Config) -> bytes | None:
+    """`set syncsecretfile "/path"`: first line, stripped. Fails closed, as the agent secret does."""
+    path = config.setting("syncsecretfile")
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            secret = f.readline().strip()
+    except OSError as exc:
+        raise SyncConfigError(f"syncsecretfile {path}: {exc.strerror or exc}") from None
+    if not secret:
+        raise SyncConfigError(f"syncsecretfile {path}: the file is empty")
+    return secret
 
 
 def plan_sync(config: Config) -> SyncPlan | None:
@@ -52,7 +72,8 @@ def plan_sync(config: Config) -> SyncPlan | None:
         if local is None:
             continue  # the validator requires it; a network without one cannot sync
         port = int(config.setting("sessionsyncport", str(DEFAULT_PORT)) or DEFAULT_PORT)
-        return SyncPlan(local, peer, port, config.setting("sessionautoresync", "1") != "0")
+        return SyncPlan(local, peer, port, config.setting("sessionautoresync", "1") != "0",
+                        sync_secret(config))
     return None
 
 
@@ -63,7 +84,7 @@ class SyncDriver:
                  clock: Callable[[], float] = time.monotonic,
                  clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         self.plan = plan
-        self.peer = SyncPeer(boot=secrets.randbits(32) or 1)
+        self.peer = SyncPeer(boot=secrets.randbits(32) or 1, secret=plan.secret)
         self._on_received = on_received
         self._clock, self._clock_ns = clock, clock_ns
         self._sock: socket.socket | None = None
@@ -101,7 +122,8 @@ class SyncDriver:
 
     def view(self) -> dict[str, object]:
         return {"local": str(self.plan.local), "peer": str(self.plan.peer), "port": self.plan.port,
-                "autoresync": self.plan.autoresync, **self.peer.view(self._clock()),
+                "autoresync": self.plan.autoresync, "authenticated": self.plan.secret is not None,
+                **self.peer.view(self._clock()),
                 "send_errors": self.send_errors, "drop_stranger": self.strangers}
 
     def _send(self, datagrams: list[bytes]) -> None:

@@ -31,6 +31,8 @@ from dsrlb.sync.codec import (
     SyncedSession,
     decode,
     encode,
+    sign,
+    verify,
 )
 
 HELLO_SECONDS = 1.0
@@ -47,6 +49,7 @@ class Received:
 @dataclass
 class SyncPeer:
     boot: int  # ours: a random number drawn at start
+    secret: bytes | None = None  # `set syncsecretfile`: sign what we send, require it on what we read
     counters: dict[str, int] = field(default_factory=dict)
     _sequence: int = 0
     _peer_boot: int | None = None
@@ -87,7 +90,7 @@ class SyncPeer:
     def receive(self, data: bytes, now: float, now_ns: int) -> Received:
         self.counters["rx"] += 1
         try:
-            datagram = decode(data)
+            datagram = decode(verify(data, self.secret) if self.secret else data)
         except SyncDecodeError as error:
             self.counters[f"drop_{error.reason}"] += 1
             return Received()
@@ -117,4 +120,5 @@ class SyncPeer:
 
     def _datagram(self, datagram: Datagram) -> bytes:
         self.counters["tx"] += 1
-        return encode(datagram)
+        data = encode(datagram)
+        return sign(data, self.secret) if self.secret else data

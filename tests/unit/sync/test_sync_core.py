@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,7 +21,7 @@ from dsrlb.sync.codec import (
     decode,
     encode,
 )
-from dsrlb.sync.driver import DEFAULT_PORT, plan_sync
+from dsrlb.sync.driver import DEFAULT_PORT, SyncConfigError, plan_sync
 from dsrlb.sync.peer import HELLO_SECONDS, PEER_DEAD_SECONDS, SyncPeer
 
 MS = 1_000_000
@@ -43,7 +45,7 @@ def test_any_bytes_decode_or_raise_a_decode_error(data: bytes) -> None:
     try:
         decode(data)
     except SyncDecodeError as error:
-        assert error.reason in ("short", "magic", "version", "type", "count", "family")
+        assert error.reason in ("short", "magic", "version", "type", "count", "family", "auth")
 
 
 @given(st.lists(sessions, min_size=1, max_size=3), st.integers(0, 2000), st.integers(0, 255))
@@ -104,3 +106,35 @@ def test_plan_follows_syncpeer_and_the_set_keys() -> None:
     off = Config(settings=(("sessionsync", "0"),), networks=config.networks)
     assert plan_sync(off) is None
     assert plan_sync(loads(example("seed001-dsr").text())) is None  # no syncpeer
+
+
+def test_with_a_secret_only_signed_datagrams_count() -> None:
+    """`set syncsecretfile`: both sides sign with HMAC-SHA256; unsigned, forged or differently keyed
+    datagrams are dropped as `auth` and install nothing."""
+    a, b = SyncPeer(boot=1, secret=b"s3cret"), SyncPeer(boot=2, secret=b"s3cret")
+    signed = a.sessions([entry("198.51.100.7", 2, 0)], now_ns=0)[0]
+    assert len(signed) == HEADER.size + 32 + 16
+    assert len(b.receive(signed, 1.0, 0).sessions) == 1
+    forged = bytearray(signed)
+    forged[HEADER.size] ^= 1  # another service id, MAC unchanged
+    unsigned = SyncPeer(boot=3).sessions([entry("198.51.100.7", 1, 0)], now_ns=0)[0]
+    other_key = SyncPeer(boot=4, secret=b"other").sessions([entry("198.51.100.7", 1, 0)], now_ns=0)[0]
+    for bad in (bytes(forged), unsigned, other_key, b"x"):
+        assert b.receive(bad, 1.0, 0).sessions == ()
+    assert b.counters["drop_auth"] == 4
+
+
+def test_the_secret_file_fails_closed(tmp_path: Path) -> None:
+    from dsrlb.config import loads
+    from dsrlb.examples import example
+
+    base = example("seed000-node1").text()
+    secret = tmp_path / "sync.secret"
+    secret.write_text("s3cret\nignored\n")
+    plan = plan_sync(loads(base + f'set syncsecretfile "{secret}"\n'))
+    assert plan is not None and plan.secret == b"s3cret"
+    for path, why in ((tmp_path / "missing", "No such file"), (tmp_path / "empty", "empty")):
+        if why == "empty":
+            path.write_text("\n")
+        with pytest.raises(SyncConfigError, match=why):
+            plan_sync(loads(base + f'set syncsecretfile "{path}"\n'))
