@@ -198,3 +198,32 @@ def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     assert ready, f"no output within {timeout:.0f} s: {proc.stderr.read() if proc.stderr else ''}"
     return proc.stdout.readline().strip()
+
+
+@pytest.fixture
+def nat_pair() -> Iterator[Pair]:
+    with Lab() as lab:
+        topology = BUILDERS["ipv6-nat"](lab)
+        daemons = {b.name: run_balancer(lab, b, "xdp") for b in topology.balancers}
+        yield Pair(lab, topology, daemons)
+
+
+def test_seed_003_tracking_hands_the_master_role_over_when_the_access_link_fails(nat_pair: Pair) -> None:
+    """Seed 003: LB1 and LB2 both have priority 200, VRRPv3 over IPv6 on their crossover cable, and
+    track eth2, eth3 and the gateway (trackval 10, `vrrppreempt 1`). When the master's access link
+    (eth3) goes down its priority falls to 190, the other node preempts it, and the clients' new
+    connections through the VIP (IPv6 NAT) are served by the new master."""
+    lb1, lb2 = nat_pair.topology.balancers
+    wait_for("a master", lambda: "master" in {nat_pair.vrrp(b)["state"] for b in (lb1, lb2)}, timeout=10)
+    master, backup = (lb1, lb2) if nat_pair.vrrp(lb1)["state"] == "master" else (lb2, lb1)
+    view = nat_pair.vrrp(backup)
+    assert view["state"] == "backup" and view["version"] == 3 and view["priority"] == 200
+    topo = nat_pair.topology
+    report = drive_http(topo.client_netns, topo.vip, topo.ports, topo.client_sources, requests=8, duration=15)
+    assert report.errors == {} and report.answered == 8
+    subprocess.run(["ip", "-n", master.netns, "link", "set", "eth3", "down"], check=True)
+    wait_for(f"{backup.name} master", lambda: nat_pair.vrrp(backup)["state"] == "master", timeout=10)
+    old = nat_pair.vrrp(master)
+    assert old["state"] == "backup" and old["priority"] == 190 and old["configured_priority"] == 200
+    report = drive_http(topo.client_netns, topo.vip, topo.ports, topo.client_sources, requests=8, duration=15)
+    assert report.errors == {} and report.answered == 8
