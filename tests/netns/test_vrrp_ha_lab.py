@@ -227,3 +227,37 @@ def test_seed_003_tracking_hands_the_master_role_over_when_the_access_link_fails
     assert old["state"] == "backup" and old["priority"] == 190 and old["configured_priority"] == 200
     report = drive_http(topo.client_netns, topo.vip, topo.ports, topo.client_sources, requests=8, duration=15)
     assert report.errors == {} and report.answered == 8
+
+
+# One keep-alive connection that asks every second for `seconds` seconds.
+STEADY_CLIENT = """
+import http.client, sys, time
+vip, port, source, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+conn = http.client.HTTPConnection(vip, port, timeout=10, source_address=(source, 0))
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    conn.request("GET", "/", headers={"Host": "dsrlb-lab"})
+    conn.getresponse().read()
+    time.sleep(1)
+"""
+
+
+def test_the_peer_copy_of_a_live_session_is_refreshed(pair: Pair) -> None:
+    """Only node1 sees a session's traffic; its 10 s refresh (sync/peer.py REFRESH_SECONDS) re-sends
+    the sessions active since the last one, so node2's copy stays as fresh as the traffic and does not
+    idle out while the connection lives."""
+    node1, node2 = pair.topology.balancers
+    wait_for("node1 master", lambda: pair.vrrp(node1)["state"] == "master", timeout=10)
+    topo = pair.topology
+    source = str(topo.client_sources[0])
+    subprocess.run(["ip", "netns", "exec", topo.client_netns, sys.executable, "-c", STEADY_CLIENT,
+                    str(topo.vip), str(topo.ports[0]), source, "14"], check=True, timeout=40)
+
+    def idle_on(balancer: LabBalancer) -> float:
+        with ControlClient.for_instance(balancer.netns, timeout=5.0) as client:
+            rows = client.call("show", ["sessions"]).data["sessions"]
+        return float(next(row["idle_s"] for row in rows if row["client"] == source))
+
+    # created ~14 s ago; refreshed on node2 at least once since, within the last refresh period
+    assert idle_on(node1) < 3
+    assert idle_on(node2) < 12, "node2's copy was not refreshed"

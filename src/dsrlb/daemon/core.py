@@ -130,6 +130,8 @@ class Daemon:
         self.vrrp: VrrpRole | None = None
         self.sync: SyncDriver | None = None  # session sync with the HA peer (sync/)
         self._last_sync_refresh = 0.0
+        self._sync_walk: asyncio.Task[None] | None = None  # a refresh or resync walking the table
+        self._resync_pending = False
         self.holds_virtual = True
         self._address_lock = asyncio.Lock()  # a role change and a reload move addresses one at a time
         self._stop = asyncio.Event()
@@ -219,6 +221,8 @@ class Daemon:
                 await self.vrrp.settled()
             except Exception:
                 log.exception("stopping VRRP")
+        if self._sync_walk is not None:
+            self._sync_walk.cancel()
         steps = [self.control.stop, self.health.stop] + ([self.http.stop] if self.http else []) + (
             [self.sync.stop] if self.sync else [])
         for step in steps:
@@ -289,7 +293,8 @@ class Daemon:
         if received.sessions:
             self.engine.install_sessions(received.sessions)
         if received.resync and self.sync is not None and self.sync.plan.autoresync:
-            self.sync.send_sessions(list(self.engine.sessions()))
+            self._resync_pending = True
+            self._walk_for_sync(None)
 
     def _sync_sessions(self, events: list[SessionEntry], now: float) -> None:
         """New and moved sessions to the peer at once; every REFRESH_SECONDS the ones that saw
@@ -297,11 +302,40 @@ class Daemon:
         if self.sync is None:
             return
         self.sync.send_sessions(events)
-        if now - self._last_sync_refresh >= REFRESH_SECONDS:
+        if now - self._last_sync_refresh >= REFRESH_SECONDS and self._sync_walk is None:
             window = int((now - self._last_sync_refresh + 1.0) * 1e9)
             self._last_sync_refresh = now
+            self._walk_for_sync(window)
+
+    def _walk_for_sync(self, window_ns: int | None) -> None:
+        """Send the sessions idle for at most `window_ns` (None: all, a resync) to the peer. The walk
+        of the session table (2-3 us a session from XDP's maps) runs on a worker thread and the
+        sending in slices, so a table of a million sessions never stalls the event loop."""
+        if self._sync_walk is not None or self.sync is None or self._closing:
+            return  # the running walk starts the pending resync when it ends
+        sync = self.sync
+        if window_ns is None:
+            self._resync_pending = False
+
+        def select() -> list[SessionEntry]:
+            sessions = self.engine.sessions()
+            if window_ns is None:
+                return list(sessions)
             now_ns = time.monotonic_ns()
-            self.sync.send_sessions([e for e in self.engine.sessions() if now_ns - e.last_seen_ns <= window])
+            return [e for e in sessions if now_ns - e.last_seen_ns <= window_ns]
+
+        async def walk() -> None:
+            await sync.send_sessions_paced(await asyncio.to_thread(select))
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._sync_walk = None
+            if not task.cancelled() and task.exception() is not None:
+                log.error("session sync: sending the session table: %s", task.exception())
+            if self._resync_pending:
+                self._walk_for_sync(None)
+
+        self._sync_walk = asyncio.get_running_loop().create_task(walk())
+        self._sync_walk.add_done_callback(done)
 
     async def tick(self) -> None:
         # Draining the session events every tick keeps the reference's list and XDP's ring buffer

@@ -120,6 +120,13 @@ class SyncDriver:
         if entries:
             self._send(self.peer.sessions(entries, self._clock_ns()))
 
+    async def send_sessions_paced(self, entries: Sequence[SessionEntry], chunk: int = 2000) -> None:
+        """A large table (a refresh, a resync) in slices, yielding to the event loop between them:
+        a million sessions take seconds to encode, and health checks must not wait for that."""
+        for start in range(0, len(entries), chunk):
+            self.send_sessions(entries[start:start + chunk])
+            await asyncio.sleep(0)
+
     def view(self) -> dict[str, object]:
         return {"local": str(self.plan.local), "peer": str(self.plan.peer), "port": self.plan.port,
                 "autoresync": self.plan.autoresync, "authenticated": self.plan.secret is not None,

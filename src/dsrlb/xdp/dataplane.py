@@ -21,6 +21,7 @@ import socket
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 from dsrlb.engine.dataplane import (
@@ -507,11 +508,12 @@ class XdpDataplane:
 
     def sessions(self) -> Sequence[SessionEntry]:
         found: list[SessionEntry] = []
+        key_of, value_of = layout.SESSION_KEY.unpack, layout.SESSION_VALUE.unpack
         for raw_key, raw_value in self.maps["sessions"].items():
-            key = layout.session_key.from_buffer_copy(raw_key)
-            value = layout.session_value.from_buffer_copy(raw_value)
-            found.append(SessionEntry(key.service_id, layout.address_from(key.client, key.family),
-                                      key.client_port, value.target_id, value.last_seen_ns))
+            client, service_id, client_port, family = key_of(raw_key)
+            last_seen_ns, target_id = value_of(raw_value)
+            address = IPv4Address(client[12:]) if family == 4 else IPv6Address(client)
+            found.append(SessionEntry(service_id, address, client_port, target_id, last_seen_ns))
         return found
 
     def set_session_last_seen(self, entry: SessionEntry, last_seen_ns: int) -> bool:
