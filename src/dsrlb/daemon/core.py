@@ -46,6 +46,7 @@ from dsrlb.sync.driver import SyncConfigError, SyncDriver, plan_sync
 from dsrlb.sync.peer import REFRESH_SECONDS, Received
 from dsrlb.vrrp.driver import VrrpDriver
 from dsrlb.vrrp.machine import Event as VrrpEvent
+from dsrlb.vrrp.machine import State as VrrpState
 from dsrlb.vrrp.machine import VrrpRouter
 
 log = logging.getLogger("dsrlb.daemon")
@@ -305,7 +306,10 @@ class Daemon:
         if now - self._last_sync_refresh >= REFRESH_SECONDS and self._sync_walk is None:
             window = int((now - self._last_sync_refresh + 1.0) * 1e9)
             self._last_sync_refresh = now
-            self._walk_for_sync(window)
+            # A VRRP backup sees no traffic: what looks fresh in its table is what the master sent it,
+            # and sending that back would double the sync traffic for nothing.
+            if self.vrrp is None or self.vrrp.state is VrrpState.MASTER:
+                self._walk_for_sync(window)
 
     def _walk_for_sync(self, window_ns: int | None) -> None:
         """Send the sessions idle for at most `window_ns` (None: all, a resync) to the peer. The walk
