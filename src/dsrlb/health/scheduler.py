@@ -63,6 +63,7 @@ from dsrlb.health.state import (
     probe_timeout,
 )
 from dsrlb.model import AgentCheck, Check, Config, HealthPolicy, PingCheck, Target, TcpOpenCheck
+from dsrlb.secret_file import SecretFileError, secret_from_setting
 
 log = logging.getLogger(__name__)
 
@@ -734,14 +735,7 @@ def agent_secret(config: Config) -> bytes | None:
     Fails closed: a configured but unreadable or empty secret is an error, never a silent fall back
     to unauthenticated agent checks.
     """
-    path = config.setting("agentsecretfile")
-    if not path:
-        return None
     try:
-        with open(path, "rb") as f:
-            secret = f.readline().strip()
-    except OSError as exc:
-        raise HealthConfigError(f"agentsecretfile {path}: {exc.strerror or exc}") from None
-    if not secret:
-        raise HealthConfigError(f"agentsecretfile {path}: the file is empty")
-    return secret
+        return secret_from_setting(config, "agentsecretfile")
+    except SecretFileError as exc:
+        raise HealthConfigError(str(exc)) from None

@@ -23,6 +23,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from dsrlb.engine.dataplane import SessionEntry
 from dsrlb.model import Config
+from dsrlb.secret_file import SecretFileError, secret_from_setting
 from dsrlb.sync.peer import Received, SyncPeer
 
 log = logging.getLogger("dsrlb.sync")
@@ -46,18 +47,11 @@ class SyncConfigError(Exception):
 
 
 def sync_secret(config: Config) -> bytes | None:
-    """`set syncsecretfile "/path"`: first line, stripped. Fails closed, as the agent secret does."""
-    path = config.setting("syncsecretfile")
-    if not path:
-        return None
+    """`set syncsecretfile "/path"` (dsrlb.secret_file: first line, fails closed)."""
     try:
-        with open(path, "rb") as f:
-            secret = f.readline().strip()
-    except OSError as exc:
-        raise SyncConfigError(f"syncsecretfile {path}: {exc.strerror or exc}") from None
-    if not secret:
-        raise SyncConfigError(f"syncsecretfile {path}: the file is empty")
-    return secret
+        return secret_from_setting(config, "syncsecretfile")
+    except SecretFileError as exc:
+        raise SyncConfigError(str(exc)) from None
 
 
 def plan_sync(config: Config) -> SyncPlan | None:
