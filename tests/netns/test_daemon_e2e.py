@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 from kernel_snapshot import assert_as_before, kernel_state
+from proc_lines import read_line
 
 from dsrlb.control.client import ControlClient
 from dsrlb.lab import BUILDERS, Lab, ReplyCapture, drive_http
@@ -145,13 +145,6 @@ print("again", second, conn.sock.getsockname()[1] == local_port, flush=True)
 """
 SLOW_SECONDS = 4
 
-
-def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
-    """The next stdout line of `proc` (bounded wait)."""
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    assert ready, f"no output within {timeout:.0f} s"
-    return proc.stdout.readline().strip()
 
 
 def test_disabled_target_finishes_its_open_connection_and_gets_no_new_ones(running: Running) -> None:

@@ -10,7 +10,6 @@ master are not kept.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from proc_lines import read_line
 
 from dsrlb.control.client import ControlClient
 from dsrlb.lab import BUILDERS, Lab, drive_http
@@ -192,12 +192,6 @@ def synced_sessions(pair: Pair, balancer: LabBalancer) -> set[tuple[str, int]]:
         rows = client.call("show", ["sessions"]).data["sessions"]
     return {(row["client"], row["target"]) for row in rows}
 
-
-def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    assert ready, f"no output within {timeout:.0f} s: {proc.stderr.read() if proc.stderr else ''}"
-    return proc.stdout.readline().strip()
 
 
 @pytest.fixture
