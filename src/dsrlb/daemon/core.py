@@ -272,11 +272,11 @@ class Daemon:
             if self._closing:
                 return
             self.holds_virtual = master
-            await self._on_netlink(self.plumbing.apply, plan_addresses(self.config, master))
+            plan = plan_addresses(self.config, master)
+            await self._on_netlink(self.plumbing.apply, plan)
             if master:
-                shared = {a.ip for _, a in plan_addresses(self.config, True).addresses} - {
-                    a.ip for _, a in plan_addresses(self.config, False).addresses}
-                await self._on_netlink(self.plumbing.announce, shared)
+                own = {a.ip for _, a in plan_addresses(self.config, False).addresses}
+                await self._on_netlink(self.plumbing.announce, {a.ip for _, a in plan.addresses} - own)
 
     async def _track(self) -> None:
         """VRRP tracking: tracked links down and the gateway check lower the priority."""
